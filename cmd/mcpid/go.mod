@@ -1,0 +1,29 @@
+module github.com/mcpid/mcpid/cmd/mcpid
+
+go 1.26.0
+
+toolchain go1.26.10
+
+require github.com/mcpid/mcpid/gen v0.0.0-00010101000000-000000000000
+
+replace github.com/mcpid/mcpid/gen => ../../gen
+
+require github.com/mcpid/mcpid/lib v0.0.0-00010101000000-000000000000
+
+replace github.com/mcpid/mcpid/lib => ../../lib
+
+require github.com/mcpid/mcpid/services/registration v0.0.0-00010101000000-000000000000
+
+replace github.com/mcpid/mcpid/services/registration => ../../services/registration
+
+require github.com/mcpid/mcpid/services/token v0.0.0-00010101000000-000000000000
+
+replace github.com/mcpid/mcpid/services/token => ../../services/token
+
+require github.com/mcpid/mcpid/services/policy v0.0.0-00010101000000-000000000000
+
+replace github.com/mcpid/mcpid/services/policy => ../../services/policy
+
+require github.com/mcpid/mcpid/services/audit v0.0.0-00010101000000-000000000000
+
+replace github.com/mcpid/mcpid/services/audit => ../../services/audit
