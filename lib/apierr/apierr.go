@@ -34,10 +34,11 @@ const (
 // them too, with the same names).
 const (
 	ReasonInternal         = "ERROR_REASON_INTERNAL"
-	ReasonUnauthenticated  = "ERROR_REASON_UNAUTHENTICATED"
-	ReasonPermissionDenied = "ERROR_REASON_PERMISSION_DENIED"
-	ReasonInvalidArgument  = "ERROR_REASON_INVALID_ARGUMENT"
-	ReasonUnavailable      = "ERROR_REASON_UNAVAILABLE"
+	ReasonUnauthenticated  = "ERROR_REASON_CALLER_UNAUTHENTICATED"
+	ReasonNotAllowed       = "ERROR_REASON_CALLER_NOT_ALLOWED"
+	ReasonInvalidField     = "ERROR_REASON_INVALID_FIELD"
+	ReasonPageTokenInvalid = "ERROR_REASON_PAGE_TOKEN_INVALID"
+	ReasonStoreUnavailable = "ERROR_REASON_STORE_UNAVAILABLE"
 )
 
 // internalMessage is the only text an unexpected error ever shows a caller.
