@@ -269,7 +269,7 @@ func (s *Server) Run(ctx context.Context) error {
 // gracefully within ShutdownTimeout, then forcibly, and closes the rest.
 func (s *Server) shutdown() error {
 	s.health.Shutdown() // every service NOT_SERVING, future updates ignored
-	s.ready.set(errors.New("shutting down"))
+	_ = s.ready.set(errors.New("shutting down"))
 	if s.cfg.DrainDelay > 0 {
 		time.Sleep(s.cfg.DrainDelay)
 	}

@@ -23,8 +23,8 @@ import (
 // released (or forever, to model a hung handler).
 type blockingService struct {
 	testpb.UnimplementedTestServiceServer
-	started chan struct{}
-	release chan struct{}
+	started   chan struct{}
+	release   chan struct{}
 	ignoreCtx bool
 }
 
@@ -60,7 +60,10 @@ func start(t *testing.T, cfg Config) *running {
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-r.done:
+		case err := <-r.done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
 		case <-time.After(30 * time.Second):
 			t.Error("server did not stop")
 		}
@@ -93,7 +96,7 @@ func dial(t *testing.T, addr net.Addr) *grpc.ClientConn {
 
 func httpGet(t *testing.T, url string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(url) //nolint:noctx // test helper on loopback
+	resp, err := http.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,8 +20,7 @@ import (
 
 type echo struct {
 	testpb.UnimplementedTestServiceServer
-	logger *bytes.Buffer
-	log    func(ctx context.Context)
+	log func(ctx context.Context)
 }
 
 func (e *echo) EmptyCall(ctx context.Context, _ *testpb.Empty) (*testpb.Empty, error) {
@@ -35,7 +34,7 @@ func TestGRPCTracedMetricsAndLogs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tel.Shutdown(ctx)
+	defer func() { _ = tel.Shutdown(ctx) }()
 
 	var logs bytes.Buffer
 	logger, err := NewLogger(&logs, "info")
@@ -94,7 +93,7 @@ func TestHTTPProbesNotTraced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tel.Shutdown(ctx)
+	defer func() { _ = tel.Shutdown(ctx) }()
 	var traced []string
 	h := tel.HTTPHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if sc := spanOf(r); sc {
@@ -104,7 +103,7 @@ func TestHTTPProbesNotTraced(t *testing.T) {
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 	for _, p := range []string{"/readyz", "/oauth2/token", "/healthz"} {
-		resp, err := http.Get(srv.URL + p) //nolint:noctx // loopback test
+		resp, err := http.Get(srv.URL + p)
 		if err != nil {
 			t.Fatal(err)
 		}
