@@ -42,6 +42,8 @@ func classify(err error, basicAuthUsed bool) oauthError {
 		switch st.Code() {
 		case codes.Internal, codes.Unknown, codes.DataLoss:
 			code, desc = "server_error", "internal error"
+		case codes.Unimplemented:
+			code, desc = "server_error", "not implemented"
 		case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted:
 			code, desc = "temporarily_unavailable", "the service is temporarily unavailable"
 		case codes.Unauthenticated:
@@ -75,6 +77,9 @@ func classify(err error, basicAuthUsed bool) oauthError {
 		e.status = http.StatusForbidden
 	case "server_error":
 		e.status = http.StatusInternalServerError
+		if st.Code() == codes.Unimplemented {
+			e.status = http.StatusNotImplemented
+		}
 	case "temporarily_unavailable":
 		e.status = http.StatusServiceUnavailable
 	case "slow_down":

@@ -49,6 +49,10 @@ type Config struct {
 	HTTPAddr string
 	// TLS, when set, serves gRPC with these credentials (mTLS between services).
 	TLS *tls.Config
+	// GatewayTLS is the client TLS config the in-process gateway uses when TLS
+	// is set. It must carry no client certificate: HTTP callers would
+	// otherwise act with the service's own identity.
+	GatewayTLS *tls.Config
 	// Logger receives lifecycle logs; default slog.Default().
 	Logger *slog.Logger
 
@@ -188,9 +192,19 @@ func (s *Server) buildHTTP(ctx context.Context) (http.Handler, error) {
 	if s.cfg.Gateway != nil {
 		s.gwLis = newMemListener()
 		s.closers.push("gateway listener", func(context.Context) error { return s.gwLis.Close() })
+		creds := insecure.NewCredentials()
+		if s.cfg.TLS != nil {
+			if s.cfg.GatewayTLS == nil {
+				return nil, errors.New("server: GatewayTLS is required with TLS and a gateway")
+			}
+			if len(s.cfg.GatewayTLS.Certificates) > 0 || s.cfg.GatewayTLS.GetClientCertificate != nil {
+				return nil, errors.New("server: GatewayTLS must not carry a client certificate")
+			}
+			creds = credentials.NewTLS(s.cfg.GatewayTLS)
+		}
 		conn, err := grpc.NewClient("passthrough:///gateway",
 			grpc.WithContextDialer(s.gwLis.dial),
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithTransportCredentials(creds),
 		)
 		if err != nil {
 			return nil, fmt.Errorf("gateway connection: %w", err)

@@ -1,0 +1,243 @@
+// Package service is the bootstrap every mcpid service binary shares: the
+// common settings (listen addresses, etcd, logging, telemetry, TLS), opening
+// what they name, and a server.Config with the cross-cutting interceptors
+// and probes already in place. A service adds its own settings and
+// registrations on top.
+package service
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+
+	"github.com/mcpid/mcpid/lib/apierr"
+	"github.com/mcpid/mcpid/lib/config"
+	"github.com/mcpid/mcpid/lib/server"
+	"github.com/mcpid/mcpid/lib/telemetry"
+)
+
+// Flags are the settings every service has.
+type Flags struct {
+	GRPCAddr        string
+	HTTPAddr        string
+	EtcdEndpoints   config.StringList
+	EtcdDialTimeout time.Duration
+	LogLevel        string
+	OTLPEndpoint    string
+	OTLPInsecure    bool
+	ShutdownTimeout time.Duration
+	DrainDelay      time.Duration
+	TLSCertFile     string
+	TLSKeyFile      config.SecretFile
+	TLSCAFile       string
+}
+
+// Defaults are per-service default listen addresses.
+type Defaults struct {
+	GRPCAddr string
+	HTTPAddr string
+}
+
+// Register defines the common flags on fs.
+func (f *Flags) Register(fs *flag.FlagSet, d Defaults) {
+	fs.String(config.ConfigFlag, "", "optional YAML file of settings (flag names as keys)")
+	fs.StringVar(&f.GRPCAddr, "grpc-addr", d.GRPCAddr, "gRPC listen address")
+	fs.StringVar(&f.HTTPAddr, "http-addr", d.HTTPAddr, "HTTP listen address (REST gateway, probes, /metrics); empty disables")
+	fs.Var(&f.EtcdEndpoints, "etcd-endpoints", "etcd client URLs, comma-separated (default http://127.0.0.1:2379)")
+	fs.DurationVar(&f.EtcdDialTimeout, "etcd-dial-timeout", 5*time.Second, "etcd connection timeout")
+	fs.StringVar(&f.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&f.OTLPEndpoint, "otlp-endpoint", "", "OTLP/gRPC trace collector host:port; empty disables export")
+	fs.BoolVar(&f.OTLPInsecure, "otlp-insecure", false, "connect to the OTLP collector without TLS")
+	fs.DurationVar(&f.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "bound on graceful shutdown before a hard stop")
+	fs.DurationVar(&f.DrainDelay, "drain-delay", 0, "time health reports NOT_SERVING before connections close")
+	fs.StringVar(&f.TLSCertFile, "tls-cert-file", "", "gRPC server certificate (PEM); with tls-key-file enables mTLS")
+	fs.Var(&f.TLSKeyFile, "tls-key-file", "gRPC server private key file (PEM)")
+	fs.StringVar(&f.TLSCAFile, "tls-ca-file", "", "CA bundle (PEM) that client certificates must chain to")
+}
+
+// Validate checks the settings; errors name the setting.
+func (f *Flags) Validate() error {
+	if len(f.EtcdEndpoints) == 0 {
+		f.EtcdEndpoints = config.StringList{"http://127.0.0.1:2379"}
+	}
+	if f.GRPCAddr == "" {
+		return errors.New("setting grpc-addr: must not be empty")
+	}
+	if f.EtcdDialTimeout <= 0 {
+		return errors.New("setting etcd-dial-timeout: must be positive")
+	}
+	if f.ShutdownTimeout <= 0 {
+		return errors.New("setting shutdown-timeout: must be positive")
+	}
+	if (f.TLSCertFile == "") != (f.TLSKeyFile.Path == "") {
+		return errors.New("settings tls-cert-file and tls-key-file: give both or neither")
+	}
+	if f.TLSCAFile != "" && f.TLSCertFile == "" {
+		return errors.New("setting tls-ca-file: needs tls-cert-file and tls-key-file")
+	}
+	return nil
+}
+
+// Base is what a service opens before its own wiring.
+type Base struct {
+	Name      string
+	Logger    *slog.Logger
+	Telemetry *telemetry.Telemetry
+	Etcd      *clientv3.Client
+	TLS       *tls.Config
+	flags     Flags
+}
+
+// Open builds the logger and telemetry and connects to etcd. On error it
+// closes what it opened.
+func Open(ctx context.Context, name string, f Flags, logOut io.Writer) (_ *Base, err error) {
+	if err := f.Validate(); err != nil {
+		return nil, err
+	}
+	logger, err := telemetry.NewLogger(logOut, f.LogLevel)
+	if err != nil {
+		return nil, fmt.Errorf("setting log-level: %w", err)
+	}
+	b := &Base{Name: name, Logger: logger.With("service", name), flags: f}
+	defer func() {
+		if err != nil {
+			_ = b.Close(context.Background())
+		}
+	}()
+	b.Telemetry, err = telemetry.New(ctx, telemetry.Config{
+		ServiceName:  "mcpid-" + name,
+		OTLPEndpoint: f.OTLPEndpoint,
+		OTLPInsecure: f.OTLPInsecure,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("setting otlp-endpoint: %w", err)
+	}
+	if f.TLSCertFile != "" {
+		b.TLS, err = serverTLS(f)
+		if err != nil {
+			return nil, err
+		}
+	}
+	// The client connects lazily; readiness (etcd answering) is what the
+	// server's health reflects, so a slow etcd does not stop start-up.
+	b.Etcd, err = clientv3.New(clientv3.Config{
+		Endpoints:   f.EtcdEndpoints,
+		DialTimeout: f.EtcdDialTimeout,
+		Logger:      zap.NewNop(),
+		Context:     ctx,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("setting etcd-endpoints: %w", err)
+	}
+	return b, nil
+}
+
+// Close releases what Open opened, newest first.
+func (b *Base) Close(ctx context.Context) error {
+	var errs []error
+	if b.Etcd != nil {
+		errs = append(errs, b.Etcd.Close())
+	}
+	if b.Telemetry != nil {
+		errs = append(errs, b.Telemetry.Shutdown(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// ServerConfig returns the service's server.Config with the common parts
+// filled in: addresses, TLS, logging, telemetry, the error mapping
+// interceptor (innermost, so it sees exactly what handlers return), the etcd
+// readiness check and /metrics. extraUnary run outside the error mapping
+// (authentication, for example).
+func (b *Base) ServerConfig(extraUnary []grpc.UnaryServerInterceptor, extraStream []grpc.StreamServerInterceptor) server.Config {
+	unary := append(append([]grpc.UnaryServerInterceptor(nil), extraUnary...), apierr.UnaryServerInterceptor(b.Logger))
+	stream := append(append([]grpc.StreamServerInterceptor(nil), extraStream...), apierr.StreamServerInterceptor(b.Logger))
+	return server.Config{
+		Name:            b.Name,
+		GRPCAddr:        b.flags.GRPCAddr,
+		HTTPAddr:        b.flags.HTTPAddr,
+		TLS:             b.TLS,
+		Logger:          b.Logger,
+		ShutdownTimeout: b.flags.ShutdownTimeout,
+		DrainDelay:      b.flags.DrainDelay,
+		ServerOptions: []grpc.ServerOption{
+			b.Telemetry.GRPCServerOption(),
+			grpc.ChainUnaryInterceptor(unary...),
+			grpc.ChainStreamInterceptor(stream...),
+		},
+		Ready:        []server.Check{EtcdCheck(b.Etcd)},
+		HTTPHandlers: map[string]http.Handler{"GET /metrics": b.Telemetry.MetricsHandler()},
+		WrapHTTP: func(h http.Handler) http.Handler {
+			return b.Telemetry.HTTPHandler(h, "mcpid-"+b.Name)
+		},
+	}
+}
+
+// EtcdCheck is ready when etcd answers a linearizable read, which needs a
+// quorum: a member cut off from its cluster does not count as ready.
+func EtcdCheck(cli *clientv3.Client) server.Check {
+	return func(ctx context.Context) error {
+		if _, err := cli.Get(ctx, "/mcpid/health", clientv3.WithCountOnly()); err != nil {
+			return fmt.Errorf("etcd: %w", err)
+		}
+		return nil
+	}
+}
+
+func serverTLS(f Flags) (*tls.Config, error) {
+	key, err := f.TLSKeyFile.Read()
+	if err != nil {
+		return nil, fmt.Errorf("setting tls-key-file: %w", err)
+	}
+	certPEM, err := os.ReadFile(f.TLSCertFile)
+	if err != nil {
+		return nil, fmt.Errorf("setting tls-cert-file: %w", err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, key)
+	if err != nil {
+		return nil, fmt.Errorf("settings tls-cert-file/tls-key-file: %w", err)
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}}
+	if f.TLSCAFile != "" {
+		caPEM, err := os.ReadFile(f.TLSCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("setting tls-ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(caPEM) {
+			return nil, errors.New("setting tls-ca-file: no PEM certificates found")
+		}
+		cfg.ClientCAs = pool
+		// Callers may present a client certificate (services, operators, MCP
+		// servers) or a bearer token; the principal interceptor decides.
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	return cfg, nil
+}
+
+// Main runs a service's main function: it parses settings, runs until
+// SIGINT/SIGTERM, and turns a failure into a message and exit code 1.
+// No log.Fatal anywhere else.
+func Main(run func(ctx context.Context, args []string, environ []string, stderr io.Writer) error) {
+	ctx, stop := signalContext()
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Environ(), os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
