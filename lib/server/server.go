@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -58,6 +59,11 @@ type Config struct {
 
 	// RegisterGRPC registers the service implementations.
 	RegisterGRPC func(*grpc.Server)
+	// Allowlist, when set, must cover every registered method: Complete
+	// fails naming the methods it forgot, rather than a caller finding out.
+	Allowlist interface {
+		Missing(map[string]grpc.ServiceInfo) []string
+	}
 	// Gateway, when set, registers REST routes on the HTTP listener.
 	Gateway GatewayRegistrar
 	// GatewayOptions configure the gateway mux (marshalers, error handler).
@@ -140,6 +146,11 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 	reflection.Register(s.grpc)
 	if c.RegisterGRPC != nil {
 		c.RegisterGRPC(s.grpc)
+	}
+	if c.Allowlist != nil {
+		if missing := c.Allowlist.Missing(s.grpc.GetServiceInfo()); len(missing) > 0 {
+			return nil, fmt.Errorf("server: methods missing from the allowlist: %s", strings.Join(missing, ", "))
+		}
 	}
 
 	s.grpcLis, err = listen(ctx, "gRPC", c.GRPCAddr)

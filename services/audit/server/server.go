@@ -45,14 +45,6 @@ type Server struct {
 	srv  *libserver.Server
 }
 
-// methodPolicy is the allowlist of gRPC methods and who may call them. A
-// method that is not listed is refused (fail closed).
-func methodPolicy() principal.Policy {
-	policy := principal.Policy{}
-
-	return policy
-}
-
 // Complete opens the service's dependencies and listeners.
 func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 	out := c.LogOutput
@@ -82,6 +74,8 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 		[]grpc.StreamServerInterceptor{authz.StreamServerInterceptor()},
 	)
 	cfg.GatewayTLS = c.GatewayTLS
+	cfg.Allowlist = authz
+	cfg.RegisterGRPC = func(s *grpc.Server) { auditv1.RegisterAuditServiceServer(s, notImplemented{}) }
 	edge := oauthhttp.DefaultEdge()
 	cfg.GatewayOptions = edge.GatewayOptions()
 	telemetryWrap := cfg.WrapHTTP
@@ -107,3 +101,9 @@ func (s *Server) GRPCAddr() net.Addr { return s.srv.GRPCAddr() }
 
 // HTTPAddr is the HTTP listen address, or nil.
 func (s *Server) HTTPAddr() net.Addr { return s.srv.HTTPAddr() }
+
+// notImplemented serves the contract while the service's domain logic is
+// still to come: every method answers UNIMPLEMENTED (after the allowlist).
+type notImplemented struct {
+	auditv1.UnimplementedAuditServiceServer
+}

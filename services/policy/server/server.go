@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	policyv1 "github.com/mcpid/mcpid/gen/go/mcpid/policy/v1"
 	"github.com/mcpid/mcpid/lib/oauthhttp"
 	"github.com/mcpid/mcpid/lib/principal"
 	libserver "github.com/mcpid/mcpid/lib/server"
@@ -41,14 +42,6 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 type Server struct {
 	base *service.Base
 	srv  *libserver.Server
-}
-
-// methodPolicy is the allowlist of gRPC methods and who may call them. A
-// method that is not listed is refused (fail closed).
-func methodPolicy() principal.Policy {
-	policy := principal.Policy{}
-
-	return policy
 }
 
 // Complete opens the service's dependencies and listeners.
@@ -80,6 +73,8 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 		[]grpc.StreamServerInterceptor{authz.StreamServerInterceptor()},
 	)
 	cfg.GatewayTLS = c.GatewayTLS
+	cfg.Allowlist = authz
+	cfg.RegisterGRPC = func(s *grpc.Server) { policyv1.RegisterPolicyServiceServer(s, notImplemented{}) }
 	edge := oauthhttp.DefaultEdge()
 	cfg.GatewayOptions = edge.GatewayOptions()
 	telemetryWrap := cfg.WrapHTTP
@@ -103,3 +98,9 @@ func (s *Server) GRPCAddr() net.Addr { return s.srv.GRPCAddr() }
 
 // HTTPAddr is the HTTP listen address, or nil.
 func (s *Server) HTTPAddr() net.Addr { return s.srv.HTTPAddr() }
+
+// notImplemented serves the contract while the service's domain logic is
+// still to come: every method answers UNIMPLEMENTED (after the allowlist).
+type notImplemented struct {
+	policyv1.UnimplementedPolicyServiceServer
+}

@@ -45,16 +45,6 @@ type Server struct {
 	srv  *libserver.Server
 }
 
-// methodPolicy is the allowlist of gRPC methods and who may call them. A
-// method that is not listed is refused (fail closed).
-func methodPolicy() principal.Policy {
-	policy := principal.Policy{}
-	for _, m := range []string{"/mcpid.registration.v1.RegistrationService/RegisterClient", "/mcpid.registration.v1.RegistrationService/GetClientRegistration", "/mcpid.registration.v1.RegistrationService/UpdateClientRegistration", "/mcpid.registration.v1.RegistrationService/DeleteClientRegistration"} {
-		policy[m] = principal.Rule{Public: true}
-	}
-	return policy
-}
-
 // Complete opens the service's dependencies and listeners.
 func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 	out := c.LogOutput
@@ -84,6 +74,8 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 		[]grpc.StreamServerInterceptor{authz.StreamServerInterceptor()},
 	)
 	cfg.GatewayTLS = c.GatewayTLS
+	cfg.Allowlist = authz
+	cfg.RegisterGRPC = func(s *grpc.Server) { registrationv1.RegisterRegistrationServiceServer(s, notImplemented{}) }
 	edge := oauthhttp.DefaultEdge()
 	cfg.GatewayOptions = edge.GatewayOptions()
 	telemetryWrap := cfg.WrapHTTP
@@ -109,3 +101,9 @@ func (s *Server) GRPCAddr() net.Addr { return s.srv.GRPCAddr() }
 
 // HTTPAddr is the HTTP listen address, or nil.
 func (s *Server) HTTPAddr() net.Addr { return s.srv.HTTPAddr() }
+
+// notImplemented serves the contract while the service's domain logic is
+// still to come: every method answers UNIMPLEMENTED (after the allowlist).
+type notImplemented struct {
+	registrationv1.UnimplementedRegistrationServiceServer
+}

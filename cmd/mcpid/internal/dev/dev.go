@@ -1,0 +1,320 @@
+// Package dev is `mcpid dev`: the whole system in one process on one
+// machine — embedded etcd (the real etcd server, data in a local folder,
+// auto-compaction on), a development CA issuing each service its mTLS
+// certificate, every service, and the edge router serving the issuer's OAuth
+// surface on one public origin.
+package dev
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mcpid/mcpid/lib/config"
+	"github.com/mcpid/mcpid/lib/devca"
+	"github.com/mcpid/mcpid/lib/etcdembed"
+	"github.com/mcpid/mcpid/lib/service"
+	auditserver "github.com/mcpid/mcpid/services/audit/server"
+	policyserver "github.com/mcpid/mcpid/services/policy/server"
+	registrationserver "github.com/mcpid/mcpid/services/registration/server"
+	tokenserver "github.com/mcpid/mcpid/services/token/server"
+)
+
+// Options are the settings of `mcpid dev`.
+type Options struct {
+	Addr            string
+	Issuer          string
+	DataDir         string
+	Ephemeral       bool
+	EtcdAddr        string
+	LogLevel        string
+	ShutdownTimeout time.Duration
+}
+
+func (o *Options) register(fs *flag.FlagSet) {
+	fs.StringVar(&o.Addr, "addr", "127.0.0.1:8080", "public origin listen address (the issuer's OAuth surface)")
+	fs.StringVar(&o.Issuer, "issuer", "", "issuer URL (default http://<addr>)")
+	fs.StringVar(&o.DataDir, "data-dir", ".mcpid", "folder for etcd data and the development CA")
+	fs.BoolVar(&o.Ephemeral, "ephemeral", false, "keep nothing: use a temporary folder, removed on exit")
+	fs.StringVar(&o.EtcdAddr, "etcd-addr", "127.0.0.1:2379", "embedded etcd client listen address")
+	fs.StringVar(&o.LogLevel, "log-level", "warn", "service log level: debug, info, warn, error")
+	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "bound on graceful shutdown")
+}
+
+// Main parses the dev flags and runs until ctx ends.
+func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
+	var o Options
+	fs := flag.NewFlagSet("mcpid dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.String(config.ConfigFlag, "", "optional YAML file of settings")
+	o.register(fs)
+	if _, err := config.Load(fs, args, environ); err != nil {
+		return err
+	}
+	env, err := Start(ctx, o, stderr)
+	if err != nil {
+		return err
+	}
+	env.PrintQuickStart(stdout)
+	return env.Wait()
+}
+
+// Env is a running development environment.
+type Env struct {
+	Issuer   string
+	Public   net.Addr
+	Etcd     []string
+	DataDir  string
+	Services map[string]ServiceAddrs
+
+	cancel   context.CancelFunc
+	done     chan struct{}
+	err      error
+	cleanups []func()
+}
+
+// ServiceAddrs are a service's listen addresses.
+type ServiceAddrs struct {
+	GRPC, HTTP net.Addr
+}
+
+type runnable interface {
+	Run(ctx context.Context) error
+	GRPCAddr() net.Addr
+	HTTPAddr() net.Addr
+}
+
+// Start brings everything up and returns once the public origin listens.
+// Failures name what failed; whatever started is stopped again.
+func Start(ctx context.Context, o Options, logOut io.Writer) (_ *Env, err error) {
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = 10 * time.Second
+	}
+	env := &Env{Services: map[string]ServiceAddrs{}, done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			env.cleanup()
+		}
+	}()
+
+	dataDir := o.DataDir
+	if o.Ephemeral {
+		dataDir, err = os.MkdirTemp("", "mcpid-dev-")
+		if err != nil {
+			return nil, fmt.Errorf("ephemeral data folder: %w", err)
+		}
+		env.cleanups = append(env.cleanups, func() { _ = os.RemoveAll(dataDir) })
+	}
+	if dataDir, err = filepath.Abs(dataDir); err != nil {
+		return nil, fmt.Errorf("setting data-dir: %w", err)
+	}
+	env.DataDir = dataDir
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("setting data-dir: %w", err)
+	}
+
+	// The public origin first: a taken port is the most common failure, and
+	// it should be reported before anything else starts.
+	var lc net.ListenConfig
+	publicLis, err := lc.Listen(ctx, "tcp", o.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("setting addr: cannot listen on %s (is another mcpid dev running? choose another with --addr): %w", o.Addr, err)
+	}
+	env.cleanups = append(env.cleanups, func() { _ = publicLis.Close() })
+	env.Public = publicLis.Addr()
+	env.Issuer = o.Issuer
+	if env.Issuer == "" {
+		env.Issuer = "http://" + env.Public.String()
+	}
+
+	etcd, err := etcdembed.Start(ctx, etcdembed.Config{
+		DataDir:                 filepath.Join(dataDir, "etcd"),
+		ClientAddr:              o.EtcdAddr,
+		AutoCompactionMode:      etcdembed.CompactionPeriodic,
+		AutoCompactionRetention: "1h",
+		UnsafeNoFsync:           o.Ephemeral,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded etcd on %s (setting etcd-addr): %w", o.EtcdAddr, err)
+	}
+	env.cleanups = append(env.cleanups, etcd.Close)
+	env.Etcd = etcd.Endpoints()
+
+	ca, err := devca.LoadOrCreate(filepath.Join(dataDir, "ca"), time.Now)
+	if err != nil {
+		return nil, fmt.Errorf("development CA: %w", err)
+	}
+	pkiDir := filepath.Join(dataDir, "pki")
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	env.cancel = cancel
+	type started struct {
+		name string
+		srv  runnable
+	}
+	var services []started
+	for _, name := range []string{auditserver.Name, policyserver.Name, registrationserver.Name, tokenserver.Name} {
+		leaf, err := ca.IssueService(name)
+		if err != nil {
+			return nil, fmt.Errorf("certificate for %s: %w", name, err)
+		}
+		if err := leaf.Save(pkiDir, name); err != nil {
+			return nil, fmt.Errorf("certificate for %s: %w", name, err)
+		}
+		if err := os.WriteFile(filepath.Join(pkiDir, "ca.crt"), ca.CertPEM(), 0o644); err != nil {
+			return nil, fmt.Errorf("CA bundle: %w", err)
+		}
+		flags := service.Flags{
+			GRPCAddr:        "127.0.0.1:0",
+			HTTPAddr:        "127.0.0.1:0",
+			EtcdEndpoints:   config.StringList(env.Etcd),
+			EtcdDialTimeout: 5 * time.Second,
+			LogLevel:        o.LogLevel,
+			ShutdownTimeout: o.ShutdownTimeout,
+			TLSCertFile:     filepath.Join(pkiDir, name+".crt"),
+			TLSKeyFile:      config.SecretFile{Path: filepath.Join(pkiDir, name+".key")},
+			TLSCAFile:       filepath.Join(pkiDir, "ca.crt"),
+		}
+		gatewayTLS := devca.ClientTLSConfig(ca.Pool(), nil, name)
+		srv, err := completeService(ctx, name, flags, gatewayTLS, logOut)
+		if err != nil {
+			return nil, fmt.Errorf("%s service: %w", name, err)
+		}
+		services = append(services, started{name, srv})
+		env.Services[name] = ServiceAddrs{GRPC: srv.GRPCAddr(), HTTP: srv.HTTPAddr()}
+	}
+
+	// Run the services; stop them (newest first) before etcd closes.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var runErrs []error
+	for _, s := range services {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.srv.Run(runCtx); err != nil {
+				mu.Lock()
+				runErrs = append(runErrs, fmt.Errorf("%s: %w", s.name, err))
+				mu.Unlock()
+			}
+		}()
+	}
+	env.cleanups = append(env.cleanups, func() { cancel(); wg.Wait() })
+
+	httpClient := &http.Client{Timeout: 2 * time.Second}
+	readyURL := func(name string) string { return "http://" + env.Services[name].HTTP.String() }
+	router := NewRouter(mustURL(readyURL(registrationserver.Name)), mustURL(readyURL(tokenserver.Name)),
+		func(ctx context.Context) error {
+			var errs []error
+			for _, s := range services {
+				if err := checkReady(ctx, httpClient, s.name, readyURL(s.name)); err != nil {
+					errs = append(errs, err)
+				}
+			}
+			return errors.Join(errs...)
+		})
+	public := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- public.Serve(publicLis) }()
+	env.cleanups = append(env.cleanups, func() {
+		sctx, scancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)
+		defer scancel()
+		_ = public.Shutdown(sctx)
+	})
+
+	go func() {
+		defer close(env.done)
+		select {
+		case <-ctx.Done():
+		case <-runCtx.Done():
+		case err := <-serveErr:
+			if !errors.Is(err, http.ErrServerClosed) {
+				mu.Lock()
+				runErrs = append(runErrs, fmt.Errorf("public origin: %w", err))
+				mu.Unlock()
+			}
+		case err := <-etcd.Err():
+			mu.Lock()
+			runErrs = append(runErrs, fmt.Errorf("embedded etcd: %w", err))
+			mu.Unlock()
+		}
+		env.cleanup()
+		mu.Lock()
+		env.err = errors.Join(runErrs...)
+		mu.Unlock()
+	}()
+	return env, nil
+}
+
+func completeService(ctx context.Context, name string, f service.Flags, tlsCfg *tls.Config, logOut io.Writer) (runnable, error) {
+	switch name {
+	case auditserver.Name:
+		return auditserver.Config{Flags: f, GatewayTLS: tlsCfg, LogOutput: logOut}.Complete(ctx)
+	case policyserver.Name:
+		return policyserver.Config{Flags: f, GatewayTLS: tlsCfg, LogOutput: logOut}.Complete(ctx)
+	case registrationserver.Name:
+		return registrationserver.Config{Flags: f, GatewayTLS: tlsCfg, LogOutput: logOut}.Complete(ctx)
+	case tokenserver.Name:
+		return tokenserver.Config{Flags: f, GatewayTLS: tlsCfg, LogOutput: logOut}.Complete(ctx)
+	}
+	return nil, fmt.Errorf("unknown service %q", name)
+}
+
+// cleanup runs the cleanups newest first, once.
+func (e *Env) cleanup() {
+	for i := len(e.cleanups) - 1; i >= 0; i-- {
+		e.cleanups[i]()
+	}
+	e.cleanups = nil
+}
+
+// Stop shuts everything down and waits.
+func (e *Env) Stop() error {
+	if e.cancel != nil {
+		e.cancel()
+	}
+	return e.Wait()
+}
+
+// Wait blocks until the environment stops (ctx of Start ended, or a part
+// failed) and returns why, nil for a clean stop.
+func (e *Env) Wait() error {
+	<-e.done
+	return e.err
+}
+
+// PrintQuickStart tells a newcomer what runs where.
+func (e *Env) PrintQuickStart(w io.Writer) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nmcpid dev is running\n\n")
+	fmt.Fprintf(&b, "  issuer (public origin)   %s\n", e.Issuer)
+	fmt.Fprintf(&b, "  metadata                 %s/.well-known/oauth-authorization-server\n", e.Issuer)
+	fmt.Fprintf(&b, "  readiness                %s/readyz\n", e.Issuer)
+	fmt.Fprintf(&b, "  etcd                     %s\n", strings.Join(e.Etcd, ","))
+	for _, name := range []string{registrationserver.Name, tokenserver.Name, policyserver.Name, auditserver.Name} {
+		a := e.Services[name]
+		fmt.Fprintf(&b, "  %-24s gRPC %s (mTLS)   HTTP %s\n", name, a.GRPC, a.HTTP)
+	}
+	fmt.Fprintf(&b, "  data and development CA  %s\n\n", e.DataDir)
+	fmt.Fprintf(&b, "Press Ctrl-C to stop.\n")
+	_, _ = io.WriteString(w, b.String())
+}
+
+func mustURL(s string) *url.URL {
+	u, err := url.Parse(s)
+	if err != nil {
+		panic(err) // built from a net.Addr: cannot fail
+	}
+	return u
+}

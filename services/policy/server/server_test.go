@@ -1,0 +1,31 @@
+package server_test
+
+import (
+	"context"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	policyv1 "github.com/mcpid/mcpid/gen/go/mcpid/policy/v1"
+	"github.com/mcpid/mcpid/lib/etcdtest"
+	"github.com/mcpid/mcpid/lib/service/servicetest"
+	"github.com/mcpid/mcpid/services/policy/server"
+)
+
+func TestServesWithEtcd(t *testing.T) {
+	etcd := etcdtest.Start(t)
+	srv, err := server.Config{Flags: servicetest.Flags(etcd.Endpoints())}.Complete(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	servicetest.Run(t, srv)
+	servicetest.WaitReady(t, srv, server.Name)
+
+	// Check is for MCP servers and operators: an anonymous caller is refused
+	// (never an ALLOW by accident).
+	_, err = policyv1.NewPolicyServiceClient(servicetest.Dial(t, srv)).Check(context.Background(), &policyv1.CheckRequest{})
+	if status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("anonymous Check: %v, want Unauthenticated", err)
+	}
+}
