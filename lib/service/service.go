@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -227,17 +228,39 @@ func serverTLS(f Flags) (*tls.Config, error) {
 	return cfg, nil
 }
 
-// Main runs a service's main function: it parses settings, runs until
-// SIGINT/SIGTERM, and turns a failure into a message and exit code 1.
-// No log.Fatal anywhere else.
-func Main(run func(ctx context.Context, args []string, environ []string, stderr io.Writer) error) {
+// Main is a service binary's main: it loads the settings that register
+// defines (flags, MCPID_* environment, optional YAML), completes the service
+// and runs it until SIGINT/SIGTERM. A failure is printed and exits with
+// status 1 — the only place a service exits. No log.Fatal anywhere else.
+func Main(name string, register func(*flag.FlagSet), complete func(ctx context.Context, logs io.Writer) (*Server, error)) {
 	ctx, stop := signalContext()
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Environ(), os.Stderr); err != nil {
+	err := run(ctx, name, os.Args[1:], os.Environ(), os.Stderr, register, complete)
+	stop()
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
 		}
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)
 	}
+}
+
+func run(ctx context.Context, name string, args, environ []string, stderr io.Writer,
+	register func(*flag.FlagSet), complete func(context.Context, io.Writer) (*Server, error),
+) error {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	register(fs)
+	unknown, err := config.Load(fs, args, environ)
+	if err != nil {
+		return err
+	}
+	srv, err := complete(ctx, stderr)
+	if err != nil {
+		return err
+	}
+	if len(unknown) > 0 {
+		srv.base.Logger.Warn("unknown settings in the environment", "variables", strings.Join(unknown, ", "))
+	}
+	return srv.Run(ctx)
 }

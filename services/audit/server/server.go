@@ -5,19 +5,12 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"flag"
 	"io"
-	"net"
-	"net/http"
 
-	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
 
 	auditv1 "github.com/mcpid/mcpid/gen/go/mcpid/audit/v1"
-	"github.com/mcpid/mcpid/lib/oauthhttp"
-	"github.com/mcpid/mcpid/lib/principal"
-	libserver "github.com/mcpid/mcpid/lib/server"
 	"github.com/mcpid/mcpid/lib/service"
 )
 
@@ -39,68 +32,18 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Flags.Register(fs, service.Defaults{GRPCAddr: "127.0.0.1:7004", HTTPAddr: "127.0.0.1:7104"})
 }
 
-// Server is a completed audit service.
-type Server struct {
-	base *service.Base
-	srv  *libserver.Server
-}
-
 // Complete opens the service's dependencies and listeners.
-func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
-	out := c.LogOutput
-	if out == nil {
-		out = io.Discard
-	}
-	base, err := service.Open(ctx, Name, c.Flags, out)
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if err != nil {
-			err = errors.Join(err, base.Close(context.Background()))
-		}
-	}()
-	authz, err := principal.NewAuthorizer(principal.Config{
-		Policy:           methodPolicy(),
-		PublicHealth:     true,
-		PublicReflection: true,
-		Logger:           base.Logger,
+func (c Config) Complete(ctx context.Context) (*service.Server, error) {
+	return service.New(ctx, service.Spec{
+		Name:       Name,
+		Flags:      c.Flags,
+		GatewayTLS: c.GatewayTLS,
+		LogOutput:  c.LogOutput,
+		Methods:    methodPolicy(),
+		Register:   func(s *grpc.Server) { auditv1.RegisterAuditServiceServer(s, notImplemented{}) },
+		Gateway:    auditv1.RegisterAuditServiceHandler,
 	})
-	if err != nil {
-		return nil, err
-	}
-	cfg := base.ServerConfig(
-		[]grpc.UnaryServerInterceptor{authz.UnaryServerInterceptor()},
-		[]grpc.StreamServerInterceptor{authz.StreamServerInterceptor()},
-	)
-	cfg.GatewayTLS = c.GatewayTLS
-	cfg.Allowlist = authz
-	cfg.RegisterGRPC = func(s *grpc.Server) { auditv1.RegisterAuditServiceServer(s, notImplemented{}) }
-	edge := oauthhttp.DefaultEdge()
-	cfg.GatewayOptions = edge.GatewayOptions()
-	telemetryWrap := cfg.WrapHTTP
-	cfg.WrapHTTP = func(h http.Handler) http.Handler { return telemetryWrap(edge.Wrap(h)) }
-	cfg.Gateway = func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
-		return auditv1.RegisterAuditServiceHandler(ctx, mux, conn)
-	}
-	srv, err := cfg.Complete(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &Server{base: base, srv: srv}, nil
 }
-
-// Run serves until ctx ends, then shuts down and closes everything.
-func (s *Server) Run(ctx context.Context) error {
-	err := s.srv.Run(ctx)
-	return errors.Join(err, s.base.Close(context.Background()))
-}
-
-// GRPCAddr is the gRPC listen address.
-func (s *Server) GRPCAddr() net.Addr { return s.srv.GRPCAddr() }
-
-// HTTPAddr is the HTTP listen address, or nil.
-func (s *Server) HTTPAddr() net.Addr { return s.srv.HTTPAddr() }
 
 // notImplemented serves the contract while the service's domain logic is
 // still to come: every method answers UNIMPLEMENTED (after the allowlist).
