@@ -9,7 +9,6 @@ require github.com/mcpid/mcpid/gen v0.0.0-00010101000000-000000000000
 replace github.com/mcpid/mcpid/gen => ../../gen
 
 require (
-	github.com/grpc-ecosystem/grpc-gateway/v2 v2.33.0
 	github.com/mcpid/mcpid/lib v0.0.0-00010101000000-000000000000
 	google.golang.org/grpc v1.85.0
 )
@@ -31,6 +30,7 @@ require (
 	github.com/gorilla/websocket v1.5.3 // indirect
 	github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus v1.1.0 // indirect
 	github.com/grpc-ecosystem/go-grpc-middleware/v2 v2.3.3 // indirect
+	github.com/grpc-ecosystem/grpc-gateway/v2 v2.33.0 // indirect
 	github.com/jonboulle/clockwork v0.5.0 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/prometheus/client_golang v1.25.0 // indirect
