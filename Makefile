@@ -50,14 +50,14 @@ test: ## Run every module's tests (race detector on lib, services and cmd). FILT
 	done
 
 .PHONY: build
-build: ## Build a binary per service and the mcpid CLI into ./bin.
+build: ## Build a binary per service and the mcpid CLI into ./bin (GOWORK=off, as container builds do).
 	@mkdir -p $(BIN)
 	@for s in $(SERVICES); do \
 	  echo ">> build bin/mcpid-$$s"; \
-	  (cd services/$$s && go build -o $(BIN)/mcpid-$$s .) || exit 1; \
+	  (cd services/$$s && GOWORK=off go build -o $(BIN)/mcpid-$$s .) || exit 1; \
 	done
 	@echo ">> build bin/mcpid"
-	@cd cmd/mcpid && go build -o $(BIN)/mcpid .
+	@cd cmd/mcpid && GOWORK=off go build -o $(BIN)/mcpid .
 
 .PHONY: bench
 bench: ## Run the benchmarks of every module (no tests).
