@@ -23,7 +23,9 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
+	auditv1 "github.com/mcpid/mcpid/gen/go/mcpid/audit/v1"
 	"github.com/mcpid/mcpid/lib/apierr"
+	"github.com/mcpid/mcpid/lib/auditemit"
 	"github.com/mcpid/mcpid/lib/config"
 	"github.com/mcpid/mcpid/lib/server"
 	"github.com/mcpid/mcpid/lib/telemetry"
@@ -43,6 +45,7 @@ type Flags struct {
 	TLSCertFile     string
 	TLSKeyFile      config.SecretFile
 	TLSCAFile       string
+	AuditAddr       string
 }
 
 // Defaults are per-service default listen addresses.
@@ -65,7 +68,8 @@ func (f *Flags) Register(fs *flag.FlagSet, d Defaults) {
 	fs.DurationVar(&f.DrainDelay, "drain-delay", 0, "time health reports NOT_SERVING before connections close")
 	fs.StringVar(&f.TLSCertFile, "tls-cert-file", "", "gRPC server certificate (PEM); with tls-key-file enables mTLS")
 	fs.Var(&f.TLSKeyFile, "tls-key-file", "gRPC server private key file (PEM)")
-	fs.StringVar(&f.TLSCAFile, "tls-ca-file", "", "CA bundle (PEM) that client certificates must chain to")
+	fs.StringVar(&f.TLSCAFile, "tls-ca-file", "", "CA bundle (PEM) that peer certificates must chain to (clients of this service, and services it calls)")
+	fs.StringVar(&f.AuditAddr, "audit-addr", "", "audit service gRPC address; empty keeps events in this service's outbox until it is set")
 }
 
 // Validate checks the settings; errors name the setting.
@@ -98,7 +102,12 @@ type Base struct {
 	Telemetry *telemetry.Telemetry
 	Etcd      *clientv3.Client
 	TLS       *tls.Config
-	flags     Flags
+	// Outbox adds state-change audit events to the caller's etcd transaction.
+	Outbox *auditemit.Outbox
+	// Audit is the audit service client, nil unless audit-addr is set.
+	Audit auditv1.AuditServiceClient
+	flags Flags
+	conns []*grpc.ClientConn
 }
 
 // Open builds the logger and telemetry and connects to etcd. On error it
@@ -142,12 +151,19 @@ func Open(ctx context.Context, name string, f Flags, logOut io.Writer) (_ *Base,
 	if err != nil {
 		return nil, fmt.Errorf("setting etcd-endpoints: %w", err)
 	}
+	if err := b.openAudit(); err != nil {
+		return nil, err
+	}
 	return b, nil
 }
 
 // Close releases what Open opened, newest first.
 func (b *Base) Close(ctx context.Context) error {
 	var errs []error
+	for i := len(b.conns) - 1; i >= 0; i-- {
+		errs = append(errs, b.conns[i].Close())
+	}
+	b.conns = nil
 	if b.Etcd != nil {
 		errs = append(errs, b.Etcd.Close())
 	}

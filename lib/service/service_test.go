@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"io"
 	"net/http"
@@ -59,10 +60,12 @@ func TestRunBadSettingStopsStartup(t *testing.T) {
 func TestNewRefusesIncompleteAllowlist(t *testing.T) {
 	etcd := etcdtest.Start(t)
 	_, err := New(context.Background(), Spec{
-		Name:     "svc",
-		Flags:    Flags{GRPCAddr: "127.0.0.1:0", EtcdEndpoints: etcd.Endpoints(), EtcdDialTimeout: time.Second, ShutdownTimeout: time.Second, LogLevel: "error"},
-		Methods:  principal.Policy{},
-		Register: func(s *grpc.Server) { healthlessEcho(s) },
+		Name:    "policy",
+		Flags:   Flags{GRPCAddr: "127.0.0.1:0", EtcdEndpoints: etcd.Endpoints(), EtcdDialTimeout: time.Second, ShutdownTimeout: time.Second, LogLevel: "error"},
+		Methods: principal.Policy{},
+		Setup: func(context.Context, *Base) (*Setup, error) {
+			return &Setup{Register: healthlessEcho}, nil
+		},
 	})
 	if err == nil || !strings.Contains(err.Error(), "/svc.Echo/Say") {
 		t.Fatalf("New = %v, want the missing method named", err)
@@ -72,7 +75,7 @@ func TestNewRefusesIncompleteAllowlist(t *testing.T) {
 func TestNewServesAndStops(t *testing.T) {
 	etcd := etcdtest.Start(t)
 	srv, err := New(context.Background(), Spec{
-		Name:    "svc",
+		Name:    "policy",
 		Flags:   Flags{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", EtcdEndpoints: etcd.Endpoints(), EtcdDialTimeout: time.Second, ShutdownTimeout: time.Second, LogLevel: "error"},
 		Methods: principal.Policy{},
 	})
@@ -91,7 +94,7 @@ func TestNewServesAndStops(t *testing.T) {
 	hc := healthpb.NewHealthClient(conn)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: "svc"})
+		resp, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: "policy"})
 		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
 			break
 		}
@@ -128,4 +131,37 @@ func healthlessEcho(s *grpc.Server) {
 			},
 		}},
 	}, struct{}{})
+}
+
+// TestBackgroundFailureStopsService: a background task (cache, relay) that
+// fails must not leave a service serving stale or no data.
+func TestBackgroundFailureStopsService(t *testing.T) {
+	etcd := etcdtest.Start(t)
+	failed := errors.New("watch lost for good")
+	release := make(chan struct{})
+	srv, err := New(context.Background(), Spec{
+		Name:    "policy",
+		Flags:   Flags{GRPCAddr: "127.0.0.1:0", EtcdEndpoints: etcd.Endpoints(), EtcdDialTimeout: time.Second, ShutdownTimeout: time.Second, LogLevel: "error"},
+		Methods: principal.Policy{},
+		Setup: func(context.Context, *Base) (*Setup, error) {
+			return &Setup{Background: []func(context.Context) error{func(context.Context) error {
+				<-release
+				return failed
+			}}}, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(context.Background()) }()
+	close(release)
+	select {
+	case err := <-done:
+		if !errors.Is(err, failed) {
+			t.Fatalf("Run = %v, want the background failure", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("service kept running after its background task failed")
+	}
 }

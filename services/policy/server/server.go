@@ -40,8 +40,15 @@ func (c Config) Complete(ctx context.Context) (*service.Server, error) {
 		GatewayTLS: c.GatewayTLS,
 		LogOutput:  c.LogOutput,
 		Methods:    methodPolicy(),
-		Register:   func(s *grpc.Server) { policyv1.RegisterPolicyServiceServer(s, notImplemented{}) },
+		Setup:      setup,
 	})
+}
+
+// setup builds the service's domain on what service.Open opened.
+func setup(_ context.Context, _ *service.Base) (*service.Setup, error) {
+	return &service.Setup{
+		Register: func(s *grpc.Server) { policyv1.RegisterPolicyServiceServer(s, notImplemented{}) },
+	}, nil
 }
 
 // notImplemented serves the contract while the service's domain logic is

@@ -40,9 +40,16 @@ func (c Config) Complete(ctx context.Context) (*service.Server, error) {
 		GatewayTLS: c.GatewayTLS,
 		LogOutput:  c.LogOutput,
 		Methods:    methodPolicy(),
-		Register:   func(s *grpc.Server) { tokenv1.RegisterTokenServiceServer(s, notImplemented{}) },
-		Gateway:    tokenv1.RegisterTokenServiceHandler,
+		Setup:      setup,
 	})
+}
+
+// setup builds the service's domain on what service.Open opened.
+func setup(_ context.Context, _ *service.Base) (*service.Setup, error) {
+	return &service.Setup{
+		Register: func(s *grpc.Server) { tokenv1.RegisterTokenServiceServer(s, notImplemented{}) },
+		Gateway:  tokenv1.RegisterTokenServiceHandler,
+	}, nil
 }
 
 // notImplemented serves the contract while the service's domain logic is

@@ -164,6 +164,7 @@ func Start(ctx context.Context, o Options, logOut io.Writer) (_ *Env, err error)
 		srv  runnable
 	}
 	var services []started
+	auditAddr := "" // audit starts first; the others send their events to it
 	for _, name := range []string{auditserver.Name, policyserver.Name, registrationserver.Name, tokenserver.Name} {
 		leaf, err := ca.IssueService(name)
 		if err != nil {
@@ -185,6 +186,7 @@ func Start(ctx context.Context, o Options, logOut io.Writer) (_ *Env, err error)
 			TLSCertFile:     filepath.Join(pkiDir, name+".crt"),
 			TLSKeyFile:      config.SecretFile{Path: filepath.Join(pkiDir, name+".key")},
 			TLSCAFile:       filepath.Join(pkiDir, "ca.crt"),
+			AuditAddr:       auditAddr,
 		}
 		gatewayTLS := devca.ClientTLSConfig(ca.Pool(), nil, name)
 		srv, err := completeService(ctx, name, flags, gatewayTLS, logOut)
@@ -192,6 +194,9 @@ func Start(ctx context.Context, o Options, logOut io.Writer) (_ *Env, err error)
 			return nil, fmt.Errorf("%s service: %w", name, err)
 		}
 		services = append(services, started{name, srv})
+		if name == auditserver.Name {
+			auditAddr = srv.GRPCAddr().String()
+		}
 		env.Services[name] = ServiceAddrs{GRPC: srv.GRPCAddr(), HTTP: srv.HTTPAddr()}
 	}
 
