@@ -29,3 +29,28 @@ func TestServesWithEtcd(t *testing.T) {
 		t.Fatalf("anonymous Check: %v, want Unauthenticated", err)
 	}
 }
+
+// TestAllowlistOverMTLS: the real allowlist over real TLS — an MCP server
+// certificate reaches Check (not implemented yet), a service that may not
+// call it is refused.
+func TestAllowlistOverMTLS(t *testing.T) {
+	etcd := etcdtest.Start(t)
+	pki := servicetest.NewPKI(t)
+	srv, err := server.Config{
+		Flags:      pki.ServeTLS(t, server.Name, servicetest.Flags(etcd.Endpoints())),
+		GatewayTLS: pki.GatewayTLS(server.Name),
+	}.Complete(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	servicetest.Run(t, srv)
+
+	asServer := policyv1.NewPolicyServiceClient(pki.Dial(t, srv, server.Name, pki.AsMCPServer(t, "https://crm.example.com/mcp")))
+	if _, err := asServer.Check(context.Background(), &policyv1.CheckRequest{}); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("MCP server Check: %v, want Unimplemented (allowed through)", err)
+	}
+	asAudit := policyv1.NewPolicyServiceClient(pki.Dial(t, srv, server.Name, pki.AsService(t, "audit")))
+	if _, err := asAudit.Check(context.Background(), &policyv1.CheckRequest{}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("audit service Check: %v, want PermissionDenied", err)
+	}
+}
