@@ -42,7 +42,7 @@ run: build ## Run the whole system on one machine (`mcpid dev`, embedded etcd).
 	$(BIN)/mcpid dev
 
 .PHONY: test
-test: ## Run every module's tests (race detector on lib, services and cmd). FILTER=regexp narrows.
+test: deps ## Run every module's tests (race detector on lib, services and cmd). FILTER=regexp narrows.
 	@for m in $(MODULES); do \
 	  race=""; for r in $(RACE_MODULES); do [ "$$r" = "$$m" ] && race="-race"; done; \
 	  echo ">> go test $$race $$m"; \
@@ -109,6 +109,16 @@ check-tidy: tidy ## Fail when go mod tidy changes any go.mod or go.sum.
 	@echo "go.mod files are tidy"
 
 ##@ Tools
+
+# Debian packages the tests need: headless Chromium drives the login and
+# consent pages in end-to-end tests. Installed only when missing.
+.PHONY: deps
+deps: ## Install the Debian packages tests need (chromium) when missing.
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  echo ">> installing Debian package chromium"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; \
+	fi
 
 .PHONY: tools
 tools: node_modules/.bin/buf \
