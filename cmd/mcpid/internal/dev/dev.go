@@ -164,8 +164,19 @@ func Start(ctx context.Context, o Options, logOut io.Writer) (_ *Env, err error)
 		srv  runnable
 	}
 	var services []started
-	auditAddr := "" // audit starts first; the others send their events to it
-	for _, name := range []string{auditserver.Name, policyserver.Name, registrationserver.Name, tokenserver.Name} {
+	// gRPC ports are chosen up front: services name each other (audit asks
+	// registration and token for its inventory; everyone sends events to
+	// audit) before all of them have started.
+	plan := devPlan{dataDir: dataDir, issuer: env.Issuer, grpc: map[string]string{}}
+	order := []string{auditserver.Name, policyserver.Name, registrationserver.Name, tokenserver.Name}
+	for _, name := range order {
+		addr, err := freeLoopbackAddr(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("choosing a port for %s: %w", name, err)
+		}
+		plan.grpc[name] = addr
+	}
+	for _, name := range order {
 		leaf, err := ca.IssueService(name)
 		if err != nil {
 			return nil, fmt.Errorf("certificate for %s: %w", name, err)
@@ -177,7 +188,7 @@ func Start(ctx context.Context, o Options, logOut io.Writer) (_ *Env, err error)
 			return nil, fmt.Errorf("CA bundle: %w", err)
 		}
 		flags := service.Flags{
-			GRPCAddr:        "127.0.0.1:0",
+			GRPCAddr:        plan.grpc[name],
 			HTTPAddr:        "127.0.0.1:0",
 			EtcdEndpoints:   config.StringList(env.Etcd),
 			EtcdDialTimeout: 5 * time.Second,
@@ -186,17 +197,14 @@ func Start(ctx context.Context, o Options, logOut io.Writer) (_ *Env, err error)
 			TLSCertFile:     filepath.Join(pkiDir, name+".crt"),
 			TLSKeyFile:      config.SecretFile{Path: filepath.Join(pkiDir, name+".key")},
 			TLSCAFile:       filepath.Join(pkiDir, "ca.crt"),
-			AuditAddr:       auditAddr,
+			AuditAddr:       plan.grpc[auditserver.Name],
 		}
 		gatewayTLS := devca.ClientTLSConfig(ca.Pool(), nil, name)
-		srv, err := completeService(ctx, name, flags, gatewayTLS, logOut)
+		srv, err := plan.complete(ctx, name, flags, gatewayTLS, logOut)
 		if err != nil {
 			return nil, fmt.Errorf("%s service: %w", name, err)
 		}
 		services = append(services, started{name, srv})
-		if name == auditserver.Name {
-			auditAddr = srv.GRPCAddr().String()
-		}
 		env.Services[name] = ServiceAddrs{GRPC: srv.GRPCAddr(), HTTP: srv.HTTPAddr()}
 	}
 
@@ -262,10 +270,27 @@ func Start(ctx context.Context, o Options, logOut io.Writer) (_ *Env, err error)
 	return env, nil
 }
 
-func completeService(ctx context.Context, name string, f service.Flags, tlsCfg *tls.Config, logOut io.Writer) (runnable, error) {
+// devPlan is what the services of one dev environment need to know about
+// each other and the data folder.
+type devPlan struct {
+	dataDir string
+	issuer  string
+	grpc    map[string]string // service name → gRPC address
+}
+
+// complete builds one service's configuration for development.
+func (p devPlan) complete(ctx context.Context, name string, f service.Flags, tlsCfg *tls.Config, logOut io.Writer) (runnable, error) {
 	switch name {
 	case auditserver.Name:
-		return auditserver.Config{Flags: f, GatewayTLS: tlsCfg, LogOutput: logOut}.Complete(ctx)
+		return auditserver.Config{
+			Flags: f, GatewayTLS: tlsCfg, LogOutput: logOut,
+			Issuer:              p.issuer,
+			CheckpointKeyFile:   config.SecretFile{Path: filepath.Join(p.dataDir, "audit", "checkpoint-key.jwk")},
+			CheckpointKeyCreate: true,
+			ArchiveDir:          filepath.Join(p.dataDir, "audit", "archive"),
+			RegistrationAddr:    p.grpc[registrationserver.Name],
+			TokenAddr:           p.grpc[tokenserver.Name],
+		}.Complete(ctx)
 	case policyserver.Name:
 		return policyserver.Config{Flags: f, GatewayTLS: tlsCfg, LogOutput: logOut}.Complete(ctx)
 	case registrationserver.Name:
@@ -274,6 +299,19 @@ func completeService(ctx context.Context, name string, f service.Flags, tlsCfg *
 		return tokenserver.Config{Flags: f, GatewayTLS: tlsCfg, LogOutput: logOut}.Complete(ctx)
 	}
 	return nil, fmt.Errorf("unknown service %q", name)
+}
+
+// freeLoopbackAddr asks the kernel for a free loopback port. Another
+// process could take it before the service binds it; the service then
+// fails with a message naming the address, and a restart picks anew.
+func freeLoopbackAddr(ctx context.Context) (string, error) {
+	var lc net.ListenConfig
+	l, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	addr := l.Addr().String()
+	return addr, l.Close()
 }
 
 // cleanup runs the cleanups newest first, once.
