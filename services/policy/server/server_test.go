@@ -31,8 +31,8 @@ func TestServesWithEtcd(t *testing.T) {
 }
 
 // TestAllowlistOverMTLS: the real allowlist over real TLS — an MCP server
-// certificate reaches Check (not implemented yet), a service that may not
-// call it is refused.
+// certificate reaches Check (and its empty request is refused by the
+// handler), a service that may not call it is refused.
 func TestAllowlistOverMTLS(t *testing.T) {
 	etcd := etcdtest.Start(t)
 	pki := servicetest.NewPKI(t)
@@ -46,8 +46,8 @@ func TestAllowlistOverMTLS(t *testing.T) {
 	servicetest.Run(t, srv)
 
 	asServer := policyv1.NewPolicyServiceClient(pki.Dial(t, srv, server.Name, pki.AsMCPServer(t, "https://crm.example.com/mcp")))
-	if _, err := asServer.Check(context.Background(), &policyv1.CheckRequest{}); status.Code(err) != codes.Unimplemented {
-		t.Fatalf("MCP server Check: %v, want Unimplemented (allowed through)", err)
+	if _, err := asServer.Check(context.Background(), &policyv1.CheckRequest{}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("MCP server Check: %v, want InvalidArgument (allowed through)", err)
 	}
 	asAudit := policyv1.NewPolicyServiceClient(pki.Dial(t, srv, server.Name, pki.AsService(t, "audit")))
 	if _, err := asAudit.Check(context.Background(), &policyv1.CheckRequest{}); status.Code(err) != codes.PermissionDenied {

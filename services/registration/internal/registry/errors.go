@@ -1,0 +1,121 @@
+package registry
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	registrationv1 "github.com/mcpid/mcpid/gen/go/mcpid/registration/v1"
+	"github.com/mcpid/mcpid/lib/apierr"
+)
+
+// Reasons, short names.
+const (
+	rInvalidField        = registrationv1.ErrorReason_ERROR_REASON_INVALID_FIELD
+	rPageToken           = registrationv1.ErrorReason_ERROR_REASON_PAGE_TOKEN_INVALID
+	rFieldMask           = registrationv1.ErrorReason_ERROR_REASON_INVALID_FIELD_MASK
+	rEtag                = registrationv1.ErrorReason_ERROR_REASON_ETAG_MISMATCH
+	rNotFound            = registrationv1.ErrorReason_ERROR_REASON_CLIENT_NOT_FOUND
+	rExists              = registrationv1.ErrorReason_ERROR_REASON_CLIENT_ALREADY_EXISTS
+	rMetadata            = registrationv1.ErrorReason_ERROR_REASON_INVALID_CLIENT_METADATA
+	rRedirect            = registrationv1.ErrorReason_ERROR_REASON_INVALID_REDIRECT_URI
+	rReservedScope       = registrationv1.ErrorReason_ERROR_REASON_RESERVED_SCOPE
+	rReservedAudience    = registrationv1.ErrorReason_ERROR_REASON_RESERVED_AUDIENCE
+	rInvalidResource     = registrationv1.ErrorReason_ERROR_REASON_INVALID_RESOURCE
+	rCCNotPermitted      = registrationv1.ErrorReason_ERROR_REASON_CLIENT_CREDENTIALS_NOT_PERMITTED
+	rManagedByConfig     = registrationv1.ErrorReason_ERROR_REASON_CLIENT_MANAGED_BY_CONFIG
+	rFromDocument        = registrationv1.ErrorReason_ERROR_REASON_CLIENT_METADATA_FROM_DOCUMENT
+	rNoSecret            = registrationv1.ErrorReason_ERROR_REASON_CLIENT_HAS_NO_SECRET
+	rReasonRequired      = registrationv1.ErrorReason_ERROR_REASON_VERIFICATION_REASON_REQUIRED
+	rClientLimit         = registrationv1.ErrorReason_ERROR_REASON_CLIENT_LIMIT_REACHED
+	rDCRDisabled         = registrationv1.ErrorReason_ERROR_REASON_DYNAMIC_REGISTRATION_DISABLED
+	rSourceNotAllowed    = registrationv1.ErrorReason_ERROR_REASON_SOURCE_ADDRESS_NOT_ALLOWED
+	rRateLimited         = registrationv1.ErrorReason_ERROR_REASON_RATE_LIMITED
+	rDuplicateLimit      = registrationv1.ErrorReason_ERROR_REASON_DUPLICATE_REGISTRATION_LIMIT_REACHED
+	rIATRequired         = registrationv1.ErrorReason_ERROR_REASON_INITIAL_ACCESS_TOKEN_REQUIRED
+	rIATInvalid          = registrationv1.ErrorReason_ERROR_REASON_INITIAL_ACCESS_TOKEN_INVALID
+	rIATNotFound         = registrationv1.ErrorReason_ERROR_REASON_INITIAL_ACCESS_TOKEN_NOT_FOUND
+	rRATInvalid          = registrationv1.ErrorReason_ERROR_REASON_REGISTRATION_ACCESS_TOKEN_INVALID
+	rStatementInvalid    = registrationv1.ErrorReason_ERROR_REASON_SOFTWARE_STATEMENT_INVALID
+	rStatementUnapproved = registrationv1.ErrorReason_ERROR_REASON_SOFTWARE_STATEMENT_UNAPPROVED
+	rSuspended           = registrationv1.ErrorReason_ERROR_REASON_CLIENT_SUSPENDED
+	rMethodMismatch      = registrationv1.ErrorReason_ERROR_REASON_AUTH_METHOD_MISMATCH
+	rBadSecret           = registrationv1.ErrorReason_ERROR_REASON_INVALID_CLIENT_SECRET
+	rSecretExpired       = registrationv1.ErrorReason_ERROR_REASON_CLIENT_SECRET_EXPIRED
+	rBadAssertion        = registrationv1.ErrorReason_ERROR_REASON_INVALID_CLIENT_ASSERTION
+	rReplayed            = registrationv1.ErrorReason_ERROR_REASON_CLIENT_ASSERTION_REPLAYED
+	rCIMDNotTrusted      = registrationv1.ErrorReason_ERROR_REASON_CIMD_DOMAIN_NOT_TRUSTED
+	rCIMDRefused         = registrationv1.ErrorReason_ERROR_REASON_CIMD_FETCH_REFUSED
+	rCIMDFailed          = registrationv1.ErrorReason_ERROR_REASON_CIMD_FETCH_FAILED
+	rCIMDInvalid         = registrationv1.ErrorReason_ERROR_REASON_CIMD_DOCUMENT_INVALID
+)
+
+// mcpidErr is a caller-visible error in the mcpid.dev domain.
+func mcpidErr(code codes.Code, reason registrationv1.ErrorReason, format string, args ...any) *apierr.Error {
+	return apierr.New(code, reason.String(), format, args...)
+}
+
+// oauthErr is an RFC error (domain oauth2) carrying the mcpid reason in
+// ErrorInfo.metadata["mcpid_reason"], as the contract specifies.
+func oauthErr(rfcError string, reason registrationv1.ErrorReason, description string) *apierr.Error {
+	return apierr.OAuth(rfcError, description).WithMetadata("mcpid_reason", reason.String())
+}
+
+// detailedError is a caller-visible status with details apierr.Error cannot
+// carry (google.rpc.BadRequest, google.rpc.RetryInfo). It has no Unwrap on
+// purpose: the error-mapping interceptor passes a bare status through as
+// it is.
+type detailedError struct {
+	st *status.Status
+}
+
+func (e *detailedError) Error() string { return e.st.Err().Error() }
+
+// GRPCStatus lets the interceptor and status.FromError see the status.
+func (e *detailedError) GRPCStatus() *status.Status { return e.st }
+
+// fieldErr is INVALID_ARGUMENT / INVALID_FIELD naming the field in a
+// BadRequest detail (and ErrorInfo.metadata["field"]).
+func fieldErr(field, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	st := status.New(codes.InvalidArgument, field+": "+msg)
+	info := &errdetails.ErrorInfo{Domain: apierr.DomainMCPID, Reason: rInvalidField.String(), Metadata: map[string]string{"field": field}}
+	br := &errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: msg}}}
+	if d, err := st.WithDetails(info, br); err == nil {
+		st = d
+	}
+	return &detailedError{st: st}
+}
+
+// retryErr is RESOURCE_EXHAUSTED with a RetryInfo detail.
+func retryErr(reason registrationv1.ErrorReason, after time.Duration, format string, args ...any) error {
+	st := status.New(codes.ResourceExhausted, fmt.Sprintf(format, args...))
+	info := &errdetails.ErrorInfo{Domain: apierr.DomainMCPID, Reason: reason.String()}
+	ri := &errdetails.RetryInfo{RetryDelay: durationpb.New(after.Round(time.Second))}
+	if d, err := st.WithDetails(info, ri); err == nil {
+		st = d
+	}
+	return &detailedError{st: st}
+}
+
+// eventReason is the audit reason code of a refusal: the mcpid reason in
+// snake case ("source_address_not_allowed", "invalid_redirect_uri", ...).
+func eventReason(err error) (reason, rfcError string) {
+	info := apierr.Info(err)
+	if info == nil {
+		return "internal", ""
+	}
+	r := info.GetReason()
+	if info.GetDomain() == apierr.DomainOAuth {
+		rfcError = r
+		if m := info.GetMetadata()["mcpid_reason"]; m != "" {
+			r = m
+		}
+	}
+	return strings.ToLower(strings.TrimPrefix(r, "ERROR_REASON_")), rfcError
+}
