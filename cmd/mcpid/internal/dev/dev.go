@@ -292,9 +292,15 @@ func (p devPlan) complete(ctx context.Context, name string, f service.Flags, tls
 			TokenAddr:           p.grpc[tokenserver.Name],
 		}.Complete(ctx)
 	case policyserver.Name:
-		return policyserver.Config{Flags: f, GatewayTLS: tlsCfg, LogOutput: logOut}.Complete(ctx)
+		return policyserver.Config{Flags: f, GatewayTLS: tlsCfg, LogOutput: logOut, Issuer: p.issuer}.Complete(ctx)
 	case registrationserver.Name:
-		return registrationserver.Config{Flags: f, GatewayTLS: tlsCfg, LogOutput: logOut}.Complete(ctx)
+		return registrationserver.Config{
+			Flags: f, GatewayTLS: tlsCfg, LogOutput: logOut,
+			Issuer: p.issuer,
+			// The edge router forwards from loopback: its X-Forwarded-For
+			// entry is the client's real address.
+			TrustedProxies: config.StringList{"127.0.0.1/32", "::1/128"},
+		}.Complete(ctx)
 	case tokenserver.Name:
 		return tokenserver.Config{Flags: f, GatewayTLS: tlsCfg, LogOutput: logOut}.Complete(ctx)
 	}
