@@ -208,22 +208,36 @@ func Start(ctx context.Context, o Options, logOut io.Writer) (_ *Env, err error)
 		env.Services[name] = ServiceAddrs{GRPC: srv.GRPCAddr(), HTTP: srv.HTTPAddr()}
 	}
 
-	// Run the services; stop them (newest first) before etcd closes.
-	var wg sync.WaitGroup
+	// Run the services. They stop newest first, each after the ones started
+	// after it have stopped — audit, started first, stops last so the
+	// others can still hand it their final events — and all before etcd.
 	var mu sync.Mutex
 	var runErrs []error
+	type running struct {
+		stop context.CancelFunc
+		done chan struct{}
+	}
+	var runs []running
 	for _, s := range services {
-		wg.Add(1)
+		sctx, stop := context.WithCancel(runCtx)
+		r := running{stop: stop, done: make(chan struct{})}
+		runs = append(runs, r)
 		go func() {
-			defer wg.Done()
-			if err := s.srv.Run(runCtx); err != nil {
+			defer close(r.done)
+			if err := s.srv.Run(sctx); err != nil {
 				mu.Lock()
 				runErrs = append(runErrs, fmt.Errorf("%s: %w", s.name, err))
 				mu.Unlock()
 			}
 		}()
 	}
-	env.cleanups = append(env.cleanups, func() { cancel(); wg.Wait() })
+	env.cleanups = append(env.cleanups, func() {
+		for i := len(runs) - 1; i >= 0; i-- {
+			runs[i].stop()
+			<-runs[i].done
+		}
+		cancel()
+	})
 
 	httpClient := &http.Client{Timeout: 2 * time.Second}
 	readyURL := func(name string) string { return "http://" + env.Services[name].HTTP.String() }
