@@ -258,12 +258,12 @@ func (c *Cache[T]) apply(events []*clientv3.Event) {
 			changes = append(changes, Change[T]{Key: d.key, Value: d.v, Prev: prev.v, HadPrev: had, Deleted: !d.put, Revision: d.rev})
 		}
 	}
-	if last := ds[len(ds)-1].rev; last > c.rev {
-		c.rev = last
-	}
-	c.notifyLocked()
 	c.mu.Unlock()
+	// The revision advances (waking WaitForRevision) only after the
+	// callbacks ran: a waiter must never act on a revision whose changes
+	// its OnChange-fed state has not seen yet.
 	c.emit(changes)
+	c.advance(ds[len(ds)-1].rev)
 }
 
 func (c *Cache[T]) advance(rev int64) {
@@ -316,11 +316,13 @@ func (c *Cache[T]) relist(ctx context.Context) error {
 
 	c.mu.Lock()
 	c.items = items
+	c.mu.Unlock()
+	c.emit(changes) // before the revision is published, as in apply
+	c.mu.Lock()
 	c.rev = rev
 	c.ready = true
 	c.notifyLocked()
 	c.mu.Unlock()
-	c.emit(changes)
 	return nil
 }
 

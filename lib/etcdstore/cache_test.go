@@ -450,3 +450,42 @@ func (p *proxy) restore() {
 	defer p.mu.Unlock()
 	p.down = false
 }
+
+// TestWaitForRevisionAfterCallbacks: a waiter woken for a revision must find
+// that revision's changes already delivered to OnChange.
+func TestWaitForRevisionAfterCallbacks(t *testing.T) {
+	_, c, _ := newStore(t)
+	ctx := testCtx(t)
+	var mu sync.Mutex
+	seen := map[int64]bool{}
+	prefix := testPrefix.Sub("callbacks")
+	cache, err := etcdstore.NewCache(etcdstore.CacheConfig[string]{
+		Client: c,
+		Prefix: prefix,
+		Decode: decodeString,
+		OnChange: func(ch etcdstore.Change[string]) {
+			time.Sleep(5 * time.Millisecond) // a slow consumer widens the window
+			mu.Lock()
+			seen[ch.Revision] = true
+			mu.Unlock()
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, cache)
+	for i := range 20 {
+		resp, err := c.Put(ctx, prefix.Key(fmt.Sprint(i)), "v")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rev := resp.Header.Revision
+		waitRev(t, cache, rev)
+		mu.Lock()
+		ok := seen[rev]
+		mu.Unlock()
+		if !ok {
+			t.Fatalf("WaitForRevision(%d) returned before OnChange saw it", rev)
+		}
+	}
+}

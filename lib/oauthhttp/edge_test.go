@@ -13,6 +13,7 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
@@ -43,6 +44,10 @@ func (s *tokenService) Token(ctx context.Context, req *tokenv1.TokenRequest) (*t
 	_ = grpc.SetHeader(ctx, metadata.Pairs("x-internal-detail", "etcd-key=/mcpid/token/grants/1"))
 	if code, ok := strings.CutPrefix(req.GetGrantType(), "fail:"); ok {
 		return nil, apierr.OAuth(code, "the "+code+" description")
+	}
+	if req.GetGrantType() == "ratelimited" {
+		_ = grpc.SetHeader(ctx, metadata.Pairs(oauthhttp.HeaderRetryAfter, "30"))
+		return nil, apierr.New(codes.ResourceExhausted, "ERROR_REASON_RATE_LIMITED", "too many requests from this address")
 	}
 	if req.GetGrantType() == "crash" {
 		return nil, errors.New("etcd: /mcpid/token/codes/abc: connection refused")
@@ -296,6 +301,11 @@ func TestOAuthErrorsGolden(t *testing.T) {
 			"Content-Type", "application/json", "Cache-Control", "no-store", "Pragma", "no-cache",
 			"WWW-Authenticate", c.authn)
 	}
+
+	// A rate limit is 429 with Retry-After (not the device flow's slow_down).
+	do(t, http.MethodPost, base+"/oauth2/token", form, "grant_type=ratelimited").
+		expect(t, "rate limited", 429, `{"error":"temporarily_unavailable","error_description":"too many requests from this address"}`,
+			"Retry-After", "30", "Cache-Control", "no-store")
 
 	// An unexpected error is server_error with a fixed text: nothing internal leaks.
 	r := do(t, http.MethodPost, base+"/oauth2/token", form, "grant_type=crash")

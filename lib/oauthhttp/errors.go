@@ -38,6 +38,7 @@ func classify(err error, basicAuthUsed bool) oauthError {
 		code = info.GetReason()
 	}
 	desc := st.Message()
+	e429 := false
 	if code == "" {
 		switch st.Code() {
 		case codes.Internal, codes.Unknown, codes.DataLoss:
@@ -51,7 +52,10 @@ func classify(err error, basicAuthUsed bool) oauthError {
 		case codes.PermissionDenied:
 			code = "access_denied"
 		case codes.ResourceExhausted:
-			code = "slow_down"
+			// No RFC code means "rate limited" outside the device flow
+			// (whose slow_down would mislead); 429 + Retry-After says it.
+			code = "temporarily_unavailable"
+			e429 = true
 		default:
 			code = "invalid_request"
 		}
@@ -82,8 +86,11 @@ func classify(err error, basicAuthUsed bool) oauthError {
 		}
 	case "temporarily_unavailable":
 		e.status = http.StatusServiceUnavailable
+		if e429 {
+			e.status = http.StatusTooManyRequests
+		}
 	case "slow_down":
-		e.status = http.StatusTooManyRequests
+		e.status = http.StatusBadRequest // RFC 8628: an ordinary token error
 	}
 	return e
 }
@@ -144,6 +151,12 @@ func basicAuthUsed(r *http.Request) bool {
 // the gateway's default (a JSON google.rpc.Status).
 func errorHandler(isOAuth func(string) bool) runtime.ErrorHandlerFunc {
 	return func(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+		// A handler may ask for Retry-After on an error (rate limits).
+		if md, ok := runtime.ServerMetadataFromContext(ctx); ok {
+			if v := last(md.HeaderMD, HeaderRetryAfter); v != "" {
+				w.Header().Set("Retry-After", v)
+			}
+		}
 		if isOAuth(r.URL.Path) {
 			WriteError(w, r, err)
 			return
