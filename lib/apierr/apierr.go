@@ -17,11 +17,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // Error domains carried in ErrorInfo.
@@ -51,7 +54,18 @@ type Error struct {
 	Reason   string
 	Message  string            // public, safe to show
 	Metadata map[string]string // public, safe to show (ErrorInfo.metadata)
-	cause    error             // internal, logged never returned
+	// Violations become a google.rpc.BadRequest detail (one per bad field).
+	Violations []FieldViolation
+	// RetryAfter, when positive, becomes a google.rpc.RetryInfo detail.
+	RetryAfter time.Duration
+	cause      error // internal, logged never returned
+}
+
+// FieldViolation names one invalid request field (a path such as
+// "policy.tools[2].conditions[0].expression") and what is wrong with it.
+type FieldViolation struct {
+	Field       string
+	Description string
 }
 
 // New returns a caller-visible error in the mcpid.dev domain.
@@ -87,6 +101,20 @@ func (e *Error) WithMetadata(kv ...string) *Error {
 	return &c
 }
 
+// WithViolations adds google.rpc.BadRequest field violations.
+func (e *Error) WithViolations(vs ...FieldViolation) *Error {
+	c := *e
+	c.Violations = append(append([]FieldViolation(nil), e.Violations...), vs...)
+	return &c
+}
+
+// WithRetryAfter adds a google.rpc.RetryInfo detail (rate limits).
+func (e *Error) WithRetryAfter(d time.Duration) *Error {
+	c := *e
+	c.RetryAfter = d
+	return &c
+}
+
 func (e *Error) Error() string {
 	if e.cause != nil {
 		return fmt.Sprintf("%s/%s: %s: %v", e.Domain, e.Reason, e.Message, e.cause)
@@ -101,9 +129,19 @@ func (e *Error) Unwrap() error { return e.cause }
 // directly, even when the *Error is wrapped.
 func (e *Error) GRPCStatus() *status.Status {
 	st := status.New(e.Code, e.Message)
-	info := &errdetails.ErrorInfo{Domain: e.Domain, Reason: e.Reason, Metadata: e.Metadata}
-	if withInfo, err := st.WithDetails(info); err == nil {
-		return withInfo
+	details := []protoadapt.MessageV1{&errdetails.ErrorInfo{Domain: e.Domain, Reason: e.Reason, Metadata: e.Metadata}}
+	if len(e.Violations) > 0 {
+		br := &errdetails.BadRequest{}
+		for _, v := range e.Violations {
+			br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{Field: v.Field, Description: v.Description})
+		}
+		details = append(details, br)
+	}
+	if e.RetryAfter > 0 {
+		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(e.RetryAfter)})
+	}
+	if withDetails, err := st.WithDetails(details...); err == nil {
+		return withDetails
 	}
 	return st
 }

@@ -8,6 +8,9 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -80,5 +83,34 @@ func TestWithMetadataDoesNotAlias(t *testing.T) {
 	b := base.WithMetadata("field", "b")
 	if a.Metadata["field"] != "a" || b.Metadata["field"] != "b" || base.Metadata != nil {
 		t.Fatalf("metadata aliased: %v %v %v", a.Metadata, b.Metadata, base.Metadata)
+	}
+}
+
+func TestDetails(t *testing.T) {
+	err := New(codes.InvalidArgument, ReasonInvalidField, "bad policy").
+		WithViolations(FieldViolation{"policy.tools[0].name", "empty"}, FieldViolation{"policy.scopes[1]", "unknown"})
+	st := status.Convert(ToStatus(context.Background(), slog.Default(), "m", err))
+	var br *errdetails.BadRequest
+	for _, d := range st.Details() {
+		if b, ok := d.(*errdetails.BadRequest); ok {
+			br = b
+		}
+	}
+	if br == nil || len(br.GetFieldViolations()) != 2 || br.GetFieldViolations()[0].GetField() != "policy.tools[0].name" {
+		t.Fatalf("BadRequest detail = %v", br)
+	}
+	if Info(st.Err()).GetReason() != ReasonInvalidField {
+		t.Fatalf("ErrorInfo lost next to BadRequest: %v", st.Details())
+	}
+
+	limited := New(codes.ResourceExhausted, "ERROR_REASON_RATE_LIMITED", "slow down").WithRetryAfter(30 * time.Second)
+	var ri *errdetails.RetryInfo
+	for _, d := range status.Convert(limited).Details() {
+		if r, ok := d.(*errdetails.RetryInfo); ok {
+			ri = r
+		}
+	}
+	if ri == nil || ri.GetRetryDelay().AsDuration() != 30*time.Second {
+		t.Fatalf("RetryInfo detail = %v", ri)
 	}
 }

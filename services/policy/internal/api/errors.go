@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -33,25 +32,15 @@ func invalidDocument(r policyv1.ErrorReason, what string, vs []document.Violatio
 	return badRequest(reason(r), msg, map[string]string{"violations": strconv.Itoa(len(vs))}, vs)
 }
 
-// statusError is a status with ErrorInfo and a BadRequest detail. lib/apierr
-// carries ErrorInfo only; apierr's mapping passes a bare status error
-// through unchanged.
-type statusError struct{ st *status.Status }
-
-func (e *statusError) Error() string              { return e.st.Message() }
-func (e *statusError) GRPCStatus() *status.Status { return e.st }
-
 func badRequest(r, msg string, md map[string]string, vs []document.Violation) error {
-	br := &errdetails.BadRequest{}
+	e := apierr.New(codes.InvalidArgument, r, "%s", msg)
+	for k, v := range md {
+		e = e.WithMetadata(k, v)
+	}
 	for _, v := range vs {
-		br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{Field: v.Field, Description: v.Description})
+		e = e.WithViolations(apierr.FieldViolation{Field: v.Field, Description: v.Description})
 	}
-	st, err := status.New(codes.InvalidArgument, msg).WithDetails(
-		&errdetails.ErrorInfo{Domain: apierr.DomainMCPID, Reason: r, Metadata: md}, br)
-	if err != nil {
-		return apierr.New(codes.InvalidArgument, r, "%s", msg)
-	}
-	return &statusError{st: st}
+	return e
 }
 
 func resourceMismatch(canonical string) error {

@@ -5,10 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	registrationv1 "github.com/mcpid/mcpid/gen/go/mcpid/registration/v1"
 	"github.com/mcpid/mcpid/lib/apierr"
@@ -66,41 +63,18 @@ func oauthErr(rfcError string, reason registrationv1.ErrorReason, description st
 	return apierr.OAuth(rfcError, description).WithMetadata("mcpid_reason", reason.String())
 }
 
-// detailedError is a caller-visible status with details apierr.Error cannot
-// carry (google.rpc.BadRequest, google.rpc.RetryInfo). It has no Unwrap on
-// purpose: the error-mapping interceptor passes a bare status through as
-// it is.
-type detailedError struct {
-	st *status.Status
-}
-
-func (e *detailedError) Error() string { return e.st.Err().Error() }
-
-// GRPCStatus lets the interceptor and status.FromError see the status.
-func (e *detailedError) GRPCStatus() *status.Status { return e.st }
-
 // fieldErr is INVALID_ARGUMENT / INVALID_FIELD naming the field in a
 // BadRequest detail (and ErrorInfo.metadata["field"]).
 func fieldErr(field, format string, args ...any) error {
 	msg := fmt.Sprintf(format, args...)
-	st := status.New(codes.InvalidArgument, field+": "+msg)
-	info := &errdetails.ErrorInfo{Domain: apierr.DomainMCPID, Reason: rInvalidField.String(), Metadata: map[string]string{"field": field}}
-	br := &errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: msg}}}
-	if d, err := st.WithDetails(info, br); err == nil {
-		st = d
-	}
-	return &detailedError{st: st}
+	return mcpidErr(codes.InvalidArgument, rInvalidField, "%s: %s", field, msg).
+		WithMetadata("field", field).
+		WithViolations(apierr.FieldViolation{Field: field, Description: msg})
 }
 
 // retryErr is RESOURCE_EXHAUSTED with a RetryInfo detail.
 func retryErr(reason registrationv1.ErrorReason, after time.Duration, format string, args ...any) error {
-	st := status.New(codes.ResourceExhausted, fmt.Sprintf(format, args...))
-	info := &errdetails.ErrorInfo{Domain: apierr.DomainMCPID, Reason: reason.String()}
-	ri := &errdetails.RetryInfo{RetryDelay: durationpb.New(after.Round(time.Second))}
-	if d, err := st.WithDetails(info, ri); err == nil {
-		st = d
-	}
-	return &detailedError{st: st}
+	return mcpidErr(codes.ResourceExhausted, reason, format, args...).WithRetryAfter(after.Round(time.Second))
 }
 
 // eventReason is the audit reason code of a refusal: the mcpid reason in
