@@ -26,11 +26,13 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 )
 
 // Check reports whether a dependency is ready; nil means ready.
@@ -89,20 +91,25 @@ type Config struct {
 
 // Server is a completed Config, ready to Run.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	grpc     *grpc.Server
-	health   *health.Server
-	watches  *watchCloser
-	grpcLis  net.Listener
-	httpLis  net.Listener
-	http     *http.Server
-	gwLis    *memListener
-	closers  closerStack
-	ready    readiness
-	runOnce  sync.Once
-	grpcAddr net.Addr
-	httpAddr net.Addr
+	cfg    Config
+	log    *slog.Logger
+	grpc   *grpc.Server
+	health *health.Server
+	// draining ends when shutdown begins (after health went down): every
+	// long-lived stream (health Watch, audit Tail, revocation feeds) ends
+	// with UNAVAILABLE then, so clients reconnect to another replica
+	// instead of holding GracefulStop until its deadline.
+	draining    context.Context
+	stopStreams context.CancelFunc
+	grpcLis     net.Listener
+	httpLis     net.Listener
+	http        *http.Server
+	gwLis       *memListener
+	closers     closerStack
+	ready       readiness
+	runOnce     sync.Once
+	grpcAddr    net.Addr
+	httpAddr    net.Addr
 }
 
 // Complete validates the config, opens listeners and connections, and returns
@@ -132,7 +139,8 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 		}
 	}()
 
-	opts := append([]grpc.ServerOption(nil), c.ServerOptions...)
+	s.draining, s.stopStreams = context.WithCancel(context.Background())
+	opts := append([]grpc.ServerOption{grpc.ChainStreamInterceptor(s.endStreamsOnDrain)}, c.ServerOptions...)
 	if c.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(c.TLS)))
 	}
@@ -141,8 +149,7 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 	// NOT_SERVING until the readiness checks pass.
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	s.health.SetServingStatus(c.Name, healthpb.HealthCheckResponse_NOT_SERVING)
-	s.watches = newWatchCloser()
-	healthpb.RegisterHealthServer(s.grpc, &healthService{Server: s.health, closer: s.watches})
+	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	if c.RegisterGRPC != nil {
 		c.RegisterGRPC(s.grpc)
@@ -298,9 +305,9 @@ func (s *Server) shutdown() error {
 	if s.cfg.DrainDelay > 0 {
 		time.Sleep(s.cfg.DrainDelay)
 	}
-	// Health Watch streams never end by themselves; left open they would hold
+	// Long-lived streams never end by themselves; left open they would hold
 	// GracefulStop until its deadline on every shutdown.
-	s.watches.close()
+	s.stopStreams()
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 
@@ -341,6 +348,27 @@ func (s *Server) shutdown() error {
 	s.log.Info("stopped")
 	return errors.Join(errs...)
 }
+
+// endStreamsOnDrain gives every stream a context that also ends when
+// shutdown begins, and turns that ending into UNAVAILABLE (retry elsewhere).
+func (s *Server) endStreamsOnDrain(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	ctx, cancel := context.WithCancel(ss.Context())
+	defer cancel()
+	stop := context.AfterFunc(s.draining, cancel)
+	defer stop()
+	err := handler(srv, &drainingStream{ServerStream: ss, ctx: ctx})
+	if s.draining.Err() != nil && ss.Context().Err() == nil {
+		return status.Error(codes.Unavailable, "server shutting down; reconnect to another replica")
+	}
+	return err
+}
+
+type drainingStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (d *drainingStream) Context() context.Context { return d.ctx }
 
 // watchReadiness runs the checks now and every ReadyInterval, and flips
 // health between SERVING and NOT_SERVING.

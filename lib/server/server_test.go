@@ -293,3 +293,52 @@ func TestCloserStackReverseOrder(t *testing.T) {
 		t.Fatalf("second close ran closers again: %v %v", order, err)
 	}
 }
+
+// streamingService streams until its context ends.
+type streamingService struct {
+	testpb.UnimplementedTestServiceServer
+	started chan struct{}
+}
+
+func (s *streamingService) StreamingOutputCall(_ *testpb.StreamingOutputCallRequest, stream testpb.TestService_StreamingOutputCallServer) error {
+	if err := stream.Send(&testpb.StreamingOutputCallResponse{}); err != nil {
+		return err
+	}
+	close(s.started)
+	<-stream.Context().Done()
+	return stream.Context().Err()
+}
+
+// TestShutdownEndsStreams: a long-lived stream (a tail, a revocation feed)
+// ends with UNAVAILABLE when shutdown begins, well before the graceful
+// bound, so its client reconnects elsewhere.
+func TestShutdownEndsStreams(t *testing.T) {
+	svc := &streamingService{started: make(chan struct{})}
+	r := start(t, Config{
+		Name:            "svc",
+		ShutdownTimeout: 30 * time.Second,
+		RegisterGRPC:    func(s *grpc.Server) { testpb.RegisterTestServiceServer(s, svc) },
+	})
+	stream, err := testpb.NewTestServiceClient(dial(t, r.srv.GRPCAddr())).StreamingOutputCall(context.Background(), &testpb.StreamingOutputCallRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	<-svc.started
+	stopped := make(chan error, 1)
+	go func() { stopped <- r.stop(t) }()
+	_, err = stream.Recv()
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("stream ended with %v, want Unavailable", err)
+	}
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(25 * time.Second):
+		t.Fatal("shutdown waited for the stream's graceful deadline")
+	}
+}
