@@ -130,7 +130,7 @@ func (c Config) Complete(ctx context.Context) (_ *Server, err error) {
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 10 * time.Second
 	}
-	s := &Server{cfg: c, log: c.Logger.With("service", c.Name)}
+	s := &Server{cfg: c, log: c.Logger} // the caller names the service in its logger
 	defer func() {
 		if err != nil {
 			if cerr := s.closers.close(context.Background()); cerr != nil {
