@@ -14,7 +14,9 @@ import (
 	"github.com/mcpid/mcpid/services/token/server"
 )
 
-func TestServesWithEtcd(t *testing.T) {
+// TestServesWithDefaults runs the service as `mcpid dev` builds it: only
+// the common flags (no KEK file, no registration or policy address).
+func TestServesWithDefaults(t *testing.T) {
 	etcd := etcdtest.Start(t)
 	srv, err := server.Config{Flags: servicetest.Flags(etcd.Endpoints())}.Complete(context.Background())
 	if err != nil {
@@ -23,12 +25,14 @@ func TestServesWithEtcd(t *testing.T) {
 	servicetest.Run(t, srv)
 	servicetest.WaitReady(t, srv, server.Name)
 
-	// The OAuth surface is routed through the gateway and the OAuth edge:
-	// not implemented yet, answered as an RFC 6749 error.
-	code, body := servicetest.HTTP(t, http.MethodPost, "http://"+srv.HTTPAddr().String()+"/oauth2/token",
-		"application/x-www-form-urlencoded", "grant_type=client_credentials")
-	if code != http.StatusNotImplemented || body != `{"error":"server_error","error_description":"not implemented"}`+"\n" {
+	base := "http://" + srv.HTTPAddr().String()
+	code, body := servicetest.HTTP(t, http.MethodPost, base+"/oauth2/token",
+		"application/x-www-form-urlencoded", "grant_type=client_credentials&client_id=x&client_secret=y")
+	if code != http.StatusUnauthorized || body != `{"error":"invalid_client","error_description":"unknown client"}`+"\n" {
 		t.Fatalf("POST /oauth2/token = %d %q", code, body)
+	}
+	if code, body := servicetest.HTTP(t, http.MethodGet, base+"/oauth2/jwks", "", ""); code != http.StatusOK {
+		t.Fatalf("GET /oauth2/jwks = %d %q", code, body)
 	}
 	// Operator methods are closed to anonymous callers.
 	_, err = tokenv1.NewTokenServiceClient(servicetest.Dial(t, srv)).ListGrants(context.Background(), &tokenv1.ListGrantsRequest{})

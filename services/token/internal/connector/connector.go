@@ -1,0 +1,90 @@
+// Package connector is the plug point for sign-in through upstream identity
+// providers (SSO for employees, federation for partners). The login page
+// lists the enabled connectors beside the built-in directory; choosing one
+// hands the pending authorization request to the connector, whose callback
+// returns an Identity, which the directory links to a user (by connector and
+// upstream subject) before the flow continues exactly as after a password
+// sign-in: same session rotation, same consent.
+//
+// The OIDC connectors (issue 9) implement Connector; this package holds the
+// contract and an empty registry.
+package connector
+
+import (
+	"context"
+	"net/http"
+)
+
+// Identity is what an upstream IdP asserted about a user.
+type Identity struct {
+	// ConnectorID names the connector.
+	ConnectorID string
+	// Subject is the stable upstream user id (with ConnectorID, the link).
+	Subject string
+	// Email and EmailVerified as asserted; Name is the display name.
+	Email         string
+	EmailVerified bool
+	Name          string
+	// Groups are the upstream groups with the connector's prefix applied.
+	Groups []string
+}
+
+// Flow identifies the pending authorization request a sign-in belongs to.
+// Connectors bind their upstream state to it and hand it back at the
+// callback; the flow continues from the stored request, never from URL
+// parameters.
+type Flow struct {
+	// RequestID is the pending authorization request's id.
+	RequestID string
+	// BrowserHash binds the flow to the browser that started it.
+	BrowserHash string
+	// LoginHint is an email the user typed (home-realm discovery), if any.
+	LoginHint string
+}
+
+// Connector is one upstream identity provider.
+type Connector interface {
+	// ID is the connector id (the callback path is
+	// /oauth2/callback/<ID>).
+	ID() string
+	// DisplayName is shown on the login page ("Sign in with ...").
+	DisplayName() string
+	// Begin starts an upstream sign-in for flow and returns the URL to send
+	// the browser to.
+	Begin(ctx context.Context, flow Flow) (string, error)
+	// Complete handles the upstream's redirect to the callback path and
+	// returns the flow it belongs to and the verified identity. Errors are
+	// shown on an error page; nothing is signed in.
+	Complete(ctx context.Context, r *http.Request) (Flow, Identity, error)
+}
+
+// Registry lists the enabled connectors. Implementations follow
+// configuration changes (etcd watch) without restart.
+type Registry interface {
+	// Enabled returns the connectors offered at sign-in, in display order.
+	Enabled() []Connector
+	// Get returns an enabled connector by id.
+	Get(id string) (Connector, bool)
+	// ForEmail returns the connector whose home-realm domains include the
+	// email's domain.
+	ForEmail(email string) (Connector, bool)
+}
+
+// Static is a fixed registry (empty by default: built-in directory only).
+type Static []Connector
+
+// Enabled implements Registry.
+func (s Static) Enabled() []Connector { return s }
+
+// Get implements Registry.
+func (s Static) Get(id string) (Connector, bool) {
+	for _, c := range s {
+		if c.ID() == id {
+			return c, true
+		}
+	}
+	return nil, false
+}
+
+// ForEmail implements Registry; a static registry has no home realms.
+func (s Static) ForEmail(string) (Connector, bool) { return nil, false }

@@ -1,0 +1,422 @@
+package oauth
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"slices"
+	"time"
+
+	"github.com/mcpid/mcpid/lib/principal"
+	"github.com/mcpid/mcpid/services/token/internal/catalog"
+	"github.com/mcpid/mcpid/services/token/internal/clients"
+	"github.com/mcpid/mcpid/services/token/internal/connector"
+	"github.com/mcpid/mcpid/services/token/internal/directory"
+	"github.com/mcpid/mcpid/services/token/internal/events"
+	"github.com/mcpid/mcpid/services/token/internal/store"
+)
+
+// Messages of the error pages the flow can end on.
+const (
+	msgRequestGone  = "This sign-in request has expired or was already used. Return to the application and start again."
+	msgBadForm      = "The form could not be verified (it may have expired, or was sent from another page). Return to the application and start again."
+	msgWrongSession = "You are not signed in as the user this request belongs to. Return to the application and start again."
+)
+
+// Pending is a pending request loaded for a page.
+type Pending struct {
+	ID  string
+	Rev int64
+	Req *store.AuthRequest
+	Cl  *Validated
+}
+
+// load returns the pending request id presented by this browser, or a
+// PageError that reveals nothing about why (absent, expired, or another
+// browser's).
+func (s *Service) load(ctx context.Context, reqID, browserHash string) (*Pending, error) {
+	if reqID == "" || browserHash == "" {
+		return nil, pageErr(http.StatusBadRequest, msgRequestGone)
+	}
+	v, err := s.d.Store.GetAuthRequest(ctx, Hash(reqID))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, pageErr(http.StatusBadRequest, msgRequestGone)
+	}
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	if !equalSecret(v.Value.BrowserHash, browserHash) {
+		return nil, pageErr(http.StatusBadRequest, msgRequestGone)
+	}
+	return &Pending{ID: reqID, Rev: v.ModRevision, Req: v.Value}, nil
+}
+
+// resolve re-reads the client and catalogue of a pending request: either may
+// have changed (suspension, resource removed) since it was validated.
+func (s *Service) resolve(ctx context.Context, p *Pending) error {
+	cl, err := s.d.Clients.Resolve(ctx, p.Req.ClientID)
+	switch {
+	case errors.Is(err, clients.ErrUnknown):
+		return pageErr(http.StatusBadRequest, "The application that sent you here is no longer registered.")
+	case err != nil:
+		var rej *clients.RejectedError
+		if errors.As(err, &rej) {
+			return pageErr(http.StatusBadRequest, "The application's registration could not be used: "+rej.Message)
+		}
+		return err
+	}
+	if clients.Suspended(cl) {
+		return pageErr(http.StatusForbidden, "The application that sent you here has been suspended.")
+	}
+	var cat *catalog.Catalog
+	if p.Req.Resource != principal.AdminAudience {
+		cat, err = s.d.Catalogs.Lookup(p.Req.Resource)
+		switch {
+		case errors.Is(err, catalog.ErrUnknownResource):
+			return &RedirectError{RedirectURI: p.Req.RedirectURI, State: p.Req.State, Code: "invalid_target", Description: "unknown resource"}
+		case err != nil:
+			return unavailable("the resource catalogue", err)
+		}
+	}
+	p.Cl = &Validated{Client: cl, Catalog: cat, Req: p.Req}
+	return nil
+}
+
+// LoginView is what the login page shows.
+type LoginView struct {
+	ReqID string
+	// RedirectURI is where a sign-in may end (a remembered consent sends
+	// the browser straight to the client).
+	RedirectURI string
+	CSRF        string
+	ClientName  string
+	Connectors  []connector.Connector
+}
+
+// LoginPage loads a pending request for the login page.
+func (s *Service) LoginPage(ctx context.Context, reqID, browserHash string) (*LoginView, error) {
+	p, err := s.load(ctx, reqID, browserHash)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.resolve(ctx, p); err != nil {
+		return nil, err
+	}
+	return &LoginView{ReqID: reqID, RedirectURI: p.Req.RedirectURI, CSRF: p.Req.CSRF, ClientName: clientName(p.Cl.Client.GetMetadata().GetClientName(), p.Req.ClientID),
+		Connectors: s.d.Connectors.Enabled()}, nil
+}
+
+func clientName(name, id string) string {
+	if name != "" {
+		return name
+	}
+	return id
+}
+
+// LoginInput is a posted login form.
+type LoginInput struct {
+	ReqID          string
+	BrowserHash    string
+	CSRF           string
+	Username       string
+	Password       string
+	OldSessionHash string
+	Source         string
+	Request        events.Request
+}
+
+// LoginFailure re-shows the login form with a message and an HTTP status
+// (401 wrong credentials, 429 throttled or locked).
+type LoginFailure struct {
+	Status  int
+	Message string
+}
+
+func (e *LoginFailure) Error() string { return "oauth: login failed: " + e.Message }
+
+// LoginResult is a successful sign-in.
+type LoginResult struct {
+	// SessionID is the new session cookie value (rotated at every sign-in).
+	SessionID      string
+	SessionExpires time.Time
+	Step           Step
+}
+
+// Login checks a posted login form and signs the user in for the request.
+// Errors: *PageError, *LoginFailure, *RedirectError, UNAVAILABLE.
+func (s *Service) Login(ctx context.Context, in LoginInput) (*LoginResult, error) {
+	p, err := s.load(ctx, in.ReqID, in.BrowserHash)
+	if err != nil {
+		return nil, err
+	}
+	if !equalSecret(p.Req.CSRF, in.CSRF) {
+		return nil, pageErr(http.StatusForbidden, msgBadForm)
+	}
+	if err := s.resolve(ctx, p); err != nil {
+		return nil, err
+	}
+	u, err := s.d.Users.Verify(ctx, directory.Login{Username: in.Username, Password: in.Password, Source: in.Source, Request: in.Request})
+	switch {
+	case errors.Is(err, directory.ErrInvalidCredentials):
+		return nil, &LoginFailure{Status: http.StatusUnauthorized, Message: "Invalid username or password."}
+	case errors.Is(err, directory.ErrLocked), errors.Is(err, directory.ErrRateLimited):
+		return nil, &LoginFailure{Status: http.StatusTooManyRequests, Message: "Too many sign-in attempts. Wait a few minutes and try again."}
+	case errors.Is(err, directory.ErrBusy):
+		return nil, unavailable("sign-in", err)
+	case err != nil:
+		return nil, storeErr(err)
+	}
+	return s.completeLogin(ctx, p, u, "", in.OldSessionHash, in.Request)
+}
+
+// completeLogin rotates the session, binds the request to the user and
+// decides the next step. It is shared by password and connector sign-ins.
+func (s *Service) completeLogin(ctx context.Context, p *Pending, u *store.User, connectorID, oldSessionHash string, r events.Request) (*LoginResult, error) {
+	sessionID, err := RandomToken()
+	if err != nil {
+		return nil, err
+	}
+	csrf, err := RandomToken()
+	if err != nil {
+		return nil, err
+	}
+	now := s.d.Now().UTC()
+	req := *p.Req
+	req.UserID, req.AuthTime, req.ConnectorID, req.CSRF = u.ID, now, connectorID, csrf
+	sess := &store.Session{UserID: u.ID, AuthTime: now, ConnectorID: connectorID, Created: now, Expires: now.Add(s.cfg.SessionTTL)}
+	op, err := s.d.Events.Op(ctx, events.LoginSucceeded(u.ID, u.Email, connectorID, r))
+	if err != nil {
+		return nil, err
+	}
+	err = s.d.Store.CompleteLogin(ctx, store.LoginCommit{
+		SessionHash: Hash(sessionID), Session: sess, OldSessionHash: oldSessionHash,
+		ReqHash: Hash(p.ID), ReqRev: p.Rev, Req: &req, UserID: u.ID,
+		UserFn: s.d.Users.ResetFailures, Extra: []store.Op{op},
+	})
+	switch {
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrConflict):
+		return nil, pageErr(http.StatusConflict, msgRequestGone)
+	case errors.Is(err, directory.ErrInvalidCredentials):
+		return nil, &LoginFailure{Status: http.StatusUnauthorized, Message: "Invalid username or password."}
+	case err != nil:
+		return nil, storeErr(err)
+	}
+	res := &LoginResult{SessionID: sessionID, SessionExpires: sess.Expires}
+	p.Req, p.Rev = &req, 0
+	// Continue: the request changed (CSRF, user), so read it back for its
+	// revision.
+	np, err := s.load(ctx, p.ID, req.BrowserHash)
+	if err != nil {
+		return nil, err
+	}
+	np.Cl = p.Cl
+	np.Cl.Req = np.Req
+	if err := s.checkUserAudience(np.Req, u); err != nil {
+		_ = s.d.Store.DeleteAuthRequest(ctx, Hash(np.ID), np.Rev)
+		return nil, err
+	}
+	if !promptSet(np.Req.Prompt)["consent"] {
+		granted, ok, err := s.coveredByConsent(ctx, np.Cl, u.ID)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			loc, err := s.issueCode(ctx, Hash(np.ID), np.Rev, np.Req, granted, nil)
+			if err != nil {
+				return nil, err
+			}
+			res.Step = Step{Location: loc}
+			return res, nil
+		}
+	}
+	res.Step = Step{Consent: true, ReqID: np.ID}
+	return res, nil
+}
+
+// ScopeItem is one line of the consent page.
+type ScopeItem struct {
+	Name        string
+	Description string
+	Sensitive   bool
+}
+
+// ConsentView is what the consent page shows.
+type ConsentView struct {
+	ReqID       string
+	CSRF        string
+	ClientID    string
+	ClientName  string
+	Verified    bool
+	RedirectURI string
+	// RedirectHost is the host the user returns to; LocalOnly warns that it
+	// is this device (any program on it could claim it).
+	RedirectHost string
+	LocalOnly    bool
+	// ResourceName and Resource name the MCP server.
+	ResourceName string
+	Resource     string
+	// Scopes are the scopes to approve now (not yet remembered).
+	Scopes []ScopeItem
+	// Remembered are scopes approved before, granted without asking.
+	Remembered []string
+	// Offline asks for a refresh token (offline_access).
+	Offline bool
+	// UserName is the signed-in user.
+	UserName string
+}
+
+// consentContext loads and checks a pending request for the consent page:
+// same browser, signed in as the request's user.
+func (s *Service) consentContext(ctx context.Context, reqID, browserHash, sessionHash string) (*Pending, *store.User, error) {
+	p, err := s.load(ctx, reqID, browserHash)
+	if err != nil {
+		return nil, nil, err
+	}
+	if p.Req.UserID == "" {
+		return nil, nil, pageErr(http.StatusForbidden, msgWrongSession)
+	}
+	_, u, err := s.liveSession(ctx, sessionHash)
+	if err != nil {
+		return nil, nil, err
+	}
+	if u == nil || u.ID != p.Req.UserID {
+		return nil, nil, pageErr(http.StatusForbidden, msgWrongSession)
+	}
+	if err := s.resolve(ctx, p); err != nil {
+		return nil, nil, err
+	}
+	if err := s.checkUserAudience(p.Req, u); err != nil {
+		return nil, nil, err
+	}
+	return p, u, nil
+}
+
+// ConsentPage returns what the consent page shows.
+func (s *Service) ConsentPage(ctx context.Context, reqID, browserHash, sessionHash string) (*ConsentView, error) {
+	p, u, err := s.consentContext(ctx, reqID, browserHash, sessionHash)
+	if err != nil {
+		return nil, err
+	}
+	prev, err := s.rememberedScopes(ctx, p.Cl.Client, u.ID, p.Req.Resource)
+	if err != nil {
+		return nil, err
+	}
+	cl := p.Cl.Client
+	v := &ConsentView{
+		ReqID: reqID, CSRF: p.Req.CSRF, ClientID: cl.GetClientId(),
+		ClientName: clientName(cl.GetMetadata().GetClientName(), cl.GetClientId()),
+		Verified:   clients.Verified(cl), RedirectURI: p.Req.RedirectURI,
+		LocalOnly: cl.GetLocalRedirectUrisOnly() || clients.IsLocalRedirect(p.Req.RedirectURI),
+		Resource:  p.Req.Resource, UserName: u.DisplayName,
+	}
+	if v.UserName == "" {
+		v.UserName = u.Username
+	}
+	if ru, err := url.Parse(p.Req.RedirectURI); err == nil {
+		v.RedirectHost = ru.Host
+		if v.RedirectHost == "" {
+			v.RedirectHost = ru.Scheme + ":"
+		}
+	}
+	if p.Cl.Catalog != nil {
+		v.ResourceName = p.Cl.Catalog.DisplayName
+	} else {
+		v.ResourceName = adminDisplayName
+	}
+	for _, sc := range p.Req.Scopes {
+		if covers(p.Cl.Catalog, prev, sc) {
+			v.Remembered = append(v.Remembered, sc)
+			continue
+		}
+		if sc == OfflineAccess {
+			v.Offline = true
+			continue
+		}
+		item := ScopeItem{Name: sc}
+		if p.Cl.Catalog != nil {
+			if cs, ok := p.Cl.Catalog.Scope(sc); ok {
+				item.Description, item.Sensitive = cs.GetDescription(), cs.GetSensitive()
+			}
+		}
+		v.Scopes = append(v.Scopes, item)
+	}
+	return v, nil
+}
+
+// ConsentInput is a posted consent form.
+type ConsentInput struct {
+	ReqID       string
+	BrowserHash string
+	SessionHash string
+	CSRF        string
+	Approve     bool
+	// Scopes are the ticked scopes (offline_access included when ticked).
+	Scopes []string
+}
+
+// Consent applies the user's decision and returns the redirect to the
+// client: a code, or access_denied. Errors: *PageError, *RedirectError,
+// UNAVAILABLE.
+func (s *Service) Consent(ctx context.Context, in ConsentInput) (string, error) {
+	p, u, err := s.consentContext(ctx, in.ReqID, in.BrowserHash, in.SessionHash)
+	if err != nil {
+		return "", err
+	}
+	if !equalSecret(p.Req.CSRF, in.CSRF) {
+		return "", pageErr(http.StatusForbidden, msgBadForm)
+	}
+	reqHash := Hash(p.ID)
+	if !in.Approve {
+		op, err := s.d.Events.Op(ctx, events.ConsentDenied(u.ID, p.Req.ClientID, p.Req.Resource, p.Req.Scopes))
+		if err != nil {
+			return "", err
+		}
+		if err := s.d.Store.DeleteAuthRequest(ctx, reqHash, p.Rev, op); err != nil {
+			if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) {
+				return "", pageErr(http.StatusConflict, msgRequestGone)
+			}
+			return "", storeErr(err)
+		}
+		return s.errorLocation(&RedirectError{RedirectURI: p.Req.RedirectURI, State: p.Req.State,
+			Code: "access_denied", Description: "the user denied the request"}), nil
+	}
+	prev, err := s.rememberedScopes(ctx, p.Cl.Client, u.ID, p.Req.Resource)
+	if err != nil {
+		return "", err
+	}
+	// Granted: what was remembered (not asked again) plus what the user
+	// ticked now, both limited to what this request asked for. A ticked
+	// scope outside the request is ignored (forms of another request do
+	// not apply here; their CSRF token would not either).
+	var granted, approvedNow []string
+	for _, sc := range p.Req.Scopes {
+		switch {
+		case covers(p.Cl.Catalog, prev, sc):
+			granted = append(granted, sc)
+		case slices.Contains(in.Scopes, sc):
+			granted = append(granted, sc)
+			approvedNow = append(approvedNow, sc)
+		}
+	}
+	now := s.d.Now().UTC()
+	commit := &consentCommit{}
+	remember := !askEveryTime(p.Cl.Client)
+	if remember {
+		c := &store.Consent{UserID: u.ID, ClientID: p.Req.ClientID, Resource: p.Req.Resource, Epoch: p.Cl.Client.GetConsentEpoch(), Created: now, Updated: now}
+		if old, err := s.d.Store.GetConsent(ctx, u.ID, p.Req.ClientID, p.Req.Resource); err == nil && old.Epoch == c.Epoch {
+			c.Created = old.Created
+			c.Scopes = old.Scopes
+		} else if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return "", storeErr(err)
+		}
+		c.Scopes = dedupeSorted(append(slices.Clone(c.Scopes), approvedNow...))
+		commit.consent = c
+	}
+	op, err := s.d.Events.Op(ctx, events.ConsentGranted(u.ID, p.Req.ClientID, p.Req.Resource, granted, p.Req.Scopes, remember))
+	if err != nil {
+		return "", err
+	}
+	commit.extra = []store.Op{op}
+	return s.issueCode(ctx, reqHash, p.Rev, p.Req, granted, commit)
+}
