@@ -56,7 +56,7 @@ func (s *tokenService) Token(ctx context.Context, req *tokenv1.TokenRequest) (*t
 		AccessToken: "at-for-" + req.GetCode(),
 		TokenType:   "Bearer",
 		ExpiresIn:   300,
-		Scope:       req.GetScope(),
+		Scope:       proto.String(req.GetScope()),
 	}, nil
 }
 
@@ -314,6 +314,10 @@ func TestOAuthErrorsGolden(t *testing.T) {
 
 func TestResponsesGolden(t *testing.T) {
 	base, _ := startEdge(t)
+
+	// RFC 6749 5.1 scope is always written, even for an empty scope set.
+	do(t, http.MethodPost, base+"/oauth2/token", form, "grant_type=client_credentials").
+		expect(t, "token without scopes", 200, `{"access_token":"at-for-","token_type":"Bearer","expires_in":300,"scope":""}`)
 
 	do(t, http.MethodPost, base+"/oauth2/introspect", form, "token=x").
 		expect(t, "introspect inactive", 200, `{"active":false}`, "Cache-Control", "no-store")

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	registrationv1 "github.com/mcpid/mcpid/gen/go/mcpid/registration/v1"
 	tokenv1 "github.com/mcpid/mcpid/gen/go/mcpid/token/v1"
 	"github.com/mcpid/mcpid/lib/principal"
@@ -238,7 +240,7 @@ func (s *Service) redeemCode(ctx context.Context, cl *clients.Authenticated, r *
 	}
 	return &tokenv1.TokenResponse{
 		AccessToken: minted.Token, TokenType: "Bearer", ExpiresIn: int32(ttl),
-		RefreshToken: refresh, Scope: strings.Join(withoutOffline(g.Scopes), " "),
+		RefreshToken: refresh, Scope: proto.String(strings.Join(withoutOffline(g.Scopes), " ")),
 	}, nil
 }
 
@@ -386,7 +388,7 @@ func (s *Service) refresh(ctx context.Context, cl *clients.Authenticated, r *tok
 		}
 		return &tokenv1.TokenResponse{
 			AccessToken: minted.Token, TokenType: "Bearer", ExpiresIn: int32(ttl),
-			RefreshToken: refresh, Scope: strings.Join(withoutOffline(scopes), " "),
+			RefreshToken: refresh, Scope: proto.String(strings.Join(withoutOffline(scopes), " ")),
 		}, nil
 	}
 }
@@ -501,7 +503,7 @@ func (s *Service) clientCredentials(ctx context.Context, cl *clients.Authenticat
 	}
 	ttl := int(minted.Expires.Sub(minted.Issued) / time.Second)
 	s.d.Events.Emit(ctx, events.TokenIssued("client_credentials", "", c.GetClientId(), res, spec.GrantID, minted.JTI, scopes, ttl, false))
-	return &tokenv1.TokenResponse{AccessToken: minted.Token, TokenType: "Bearer", ExpiresIn: int32(ttl), Scope: strings.Join(scopes, " ")}, nil
+	return &tokenv1.TokenResponse{AccessToken: minted.Token, TokenType: "Bearer", ExpiresIn: int32(ttl), Scope: proto.String(strings.Join(scopes, " "))}, nil
 }
 
 // recordClientCredentialsGrant records the (client, resource) grant at its

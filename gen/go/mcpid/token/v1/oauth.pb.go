@@ -707,9 +707,10 @@ type TokenResponse struct {
 	// as configured; every refresh_token exchange). Never for
 	// client_credentials. Opaque; stored only as a hash.
 	RefreshToken string `protobuf:"bytes,4,opt,name=refresh_token,json=refreshToken,proto3" json:"refresh_token,omitempty"`
-	// Space-delimited scopes of the access token. Always present, even when
-	// equal to the requested ones; never contains `offline_access`.
-	Scope         string `protobuf:"bytes,5,opt,name=scope,proto3" json:"scope,omitempty"`
+	// Space-delimited scopes of the access token. Always present (optional so
+	// that an empty scope set is still written as ""), even when equal to the
+	// requested ones; never contains `offline_access`.
+	Scope         *string `protobuf:"bytes,5,opt,name=scope,proto3,oneof" json:"scope,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -773,8 +774,8 @@ func (x *TokenResponse) GetRefreshToken() string {
 }
 
 func (x *TokenResponse) GetScope() string {
-	if x != nil {
-		return x.Scope
+	if x != nil && x.Scope != nil {
+		return *x.Scope
 	}
 	return ""
 }
@@ -1264,15 +1265,16 @@ const file_mcpid_token_v1_oauth_proto_rawDesc = "" +
 	"\rclient_secret\x18\t \x01(\tR\fclientSecret\x122\n" +
 	"\x15client_assertion_type\x18\n" +
 	" \x01(\tR\x13clientAssertionType\x12)\n" +
-	"\x10client_assertion\x18\v \x01(\tR\x0fclientAssertion\"\xab\x01\n" +
+	"\x10client_assertion\x18\v \x01(\tR\x0fclientAssertion\"\xba\x01\n" +
 	"\rTokenResponse\x12!\n" +
 	"\faccess_token\x18\x01 \x01(\tR\vaccessToken\x12\x1d\n" +
 	"\n" +
 	"token_type\x18\x02 \x01(\tR\ttokenType\x12\x1d\n" +
 	"\n" +
 	"expires_in\x18\x03 \x01(\x05R\texpiresIn\x12#\n" +
-	"\rrefresh_token\x18\x04 \x01(\tR\frefreshToken\x12\x14\n" +
-	"\x05scope\x18\x05 \x01(\tR\x05scope\"\xf3\x01\n" +
+	"\rrefresh_token\x18\x04 \x01(\tR\frefreshToken\x12\x19\n" +
+	"\x05scope\x18\x05 \x01(\tH\x00R\x05scope\x88\x01\x01B\b\n" +
+	"\x06_scope\"\xf3\x01\n" +
 	"\x12RevokeTokenRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12&\n" +
 	"\x0ftoken_type_hint\x18\x02 \x01(\tR\rtokenTypeHint\x12\x1b\n" +
@@ -1350,6 +1352,7 @@ func file_mcpid_token_v1_oauth_proto_init() {
 		return
 	}
 	file_mcpid_token_v1_oauth_proto_msgTypes[1].OneofWrappers = []any{}
+	file_mcpid_token_v1_oauth_proto_msgTypes[6].OneofWrappers = []any{}
 	file_mcpid_token_v1_oauth_proto_msgTypes[10].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
