@@ -7,11 +7,14 @@ package dev
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
@@ -77,6 +80,8 @@ type Env struct {
 	Etcd     []string
 	DataDir  string
 	Services map[string]ServiceAddrs
+	// DemoPassword is the demo user's password (development only).
+	DemoPassword string
 
 	cancel   context.CancelFunc
 	done     chan struct{}
@@ -167,7 +172,12 @@ func Start(ctx context.Context, o Options, logOut io.Writer) (_ *Env, err error)
 	// gRPC ports are chosen up front: services name each other (audit asks
 	// registration and token for its inventory; everyone sends events to
 	// audit) before all of them have started.
-	plan := devPlan{dataDir: dataDir, issuer: env.Issuer, grpc: map[string]string{}}
+	demoPassword, demoPasswordFile, err := demoCredentials(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	env.DemoPassword = demoPassword
+	plan := devPlan{dataDir: dataDir, issuer: env.Issuer, demoPasswordFile: demoPasswordFile, grpc: map[string]string{}}
 	order := []string{auditserver.Name, policyserver.Name, registrationserver.Name, tokenserver.Name}
 	for _, name := range order {
 		addr, err := freeLoopbackAddr(ctx)
@@ -219,7 +229,9 @@ func Start(ctx context.Context, o Options, logOut io.Writer) (_ *Env, err error)
 	}
 	var runs []running
 	for _, s := range services {
-		sctx, stop := context.WithCancel(runCtx)
+		// Not derived from runCtx: Stop cancels runCtx, and the services
+		// must then stop one by one (cleanup), not all at once.
+		sctx, stop := context.WithCancel(context.Background())
 		r := running{stop: stop, done: make(chan struct{})}
 		runs = append(runs, r)
 		go func() {
@@ -287,9 +299,10 @@ func Start(ctx context.Context, o Options, logOut io.Writer) (_ *Env, err error)
 // devPlan is what the services of one dev environment need to know about
 // each other and the data folder.
 type devPlan struct {
-	dataDir string
-	issuer  string
-	grpc    map[string]string // service name → gRPC address
+	dataDir          string
+	issuer           string
+	demoPasswordFile string
+	grpc             map[string]string // service name → gRPC address
 }
 
 // complete builds one service's configuration for development.
@@ -316,7 +329,23 @@ func (p devPlan) complete(ctx context.Context, name string, f service.Flags, tls
 			TrustedProxies: config.StringList{"127.0.0.1/32", "::1/128"},
 		}.Complete(ctx)
 	case tokenserver.Name:
-		return tokenserver.Config{Flags: f, GatewayTLS: tlsCfg, LogOutput: logOut}.Complete(ctx)
+		kekPath := filepath.Join(p.dataDir, "token", "kek")
+		if err := os.MkdirAll(filepath.Dir(kekPath), 0o700); err != nil {
+			return nil, err
+		}
+		if err := tokenserver.WriteKEKFile(kekPath); err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("development key-encryption key: %w", err)
+		}
+		return tokenserver.Config{
+			Flags: f, GatewayTLS: tlsCfg, LogOutput: logOut,
+			Issuer:           p.issuer,
+			KEKFile:          config.SecretFile{Path: kekPath},
+			RegistrationAddr: p.grpc[registrationserver.Name],
+			PolicyAddr:       p.grpc[policyserver.Name],
+			TrustedProxies:   config.StringList{"127.0.0.1/32", "::1/128"},
+			SeedUser:         DemoUser,
+			SeedPasswordFile: config.SecretFile{Path: p.demoPasswordFile},
+		}.Complete(ctx)
 	}
 	return nil, fmt.Errorf("unknown service %q", name)
 }
@@ -369,9 +398,31 @@ func (e *Env) PrintQuickStart(w io.Writer) {
 		a := e.Services[name]
 		fmt.Fprintf(&b, "  %-24s gRPC %s (mTLS)   HTTP %s\n", name, a.GRPC, a.HTTP)
 	}
-	fmt.Fprintf(&b, "  data and development CA  %s\n\n", e.DataDir)
+	fmt.Fprintf(&b, "  data and development CA  %s\n", e.DataDir)
+	fmt.Fprintf(&b, "  demo user                %s / %s (operator role admin)\n\n", DemoUser, e.DemoPassword)
 	fmt.Fprintf(&b, "Press Ctrl-C to stop.\n")
 	_, _ = io.WriteString(w, b.String())
+}
+
+// DemoUser is the built-in user `mcpid dev` seeds.
+const DemoUser = "demo"
+
+// demoCredentials returns the demo user's password, generated once and kept
+// (0600) in the data folder so it survives restarts.
+func demoCredentials(dataDir string) (password, path string, err error) {
+	path = filepath.Join(dataDir, "demo-password")
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), path, nil
+	}
+	raw := make([]byte, 12)
+	if _, err := rand.Read(raw); err != nil {
+		return "", "", err
+	}
+	password = base64.RawURLEncoding.EncodeToString(raw) // 16 characters
+	if err := os.WriteFile(path, []byte(password+"\n"), 0o600); err != nil {
+		return "", "", fmt.Errorf("demo password: %w", err)
+	}
+	return password, path, nil
 }
 
 func mustURL(s string) *url.URL {

@@ -82,16 +82,25 @@ func TestDevServesReadyzOnPublicOrigin(t *testing.T) {
 		}
 	}
 
+	// The token service serves the issuer's metadata on the public origin.
+	code, body := get(t, base+"/.well-known/oauth-authorization-server")
+	if code != http.StatusOK || !strings.Contains(body, `"issuer":"`+env.Issuer+`"`) {
+		t.Errorf("metadata = %d %s", code, body)
+	}
+
 	var out bytes.Buffer
 	env.PrintQuickStart(&out)
-	for _, want := range []string{base, "registration", "token", "policy", "audit", env.Etcd[0]} {
+	if len(env.DemoPassword) < 12 {
+		t.Errorf("demo password %q too short for the password policy", env.DemoPassword)
+	}
+	for _, want := range []string{base, "registration", "token", "policy", "audit", env.Etcd[0], DemoUser, env.DemoPassword} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("quick start does not mention %q:\n%s", want, out.String())
 		}
 	}
 
 	// The development CA and certificates persist in the data folder.
-	for _, f := range []string{"ca/ca.crt", "ca/ca.key", "pki/token.crt", "pki/token.key"} {
+	for _, f := range []string{"ca/ca.crt", "ca/ca.key", "pki/token.crt", "pki/token.key", "token/kek", "demo-password", "audit/checkpoint-key.jwk"} {
 		if _, err := os.Stat(dataDir + "/" + f); err != nil {
 			t.Errorf("missing %s: %v", f, err)
 		}
