@@ -24,6 +24,7 @@ import (
 	"github.com/mcpid/mcpid/lib/jose"
 	libserver "github.com/mcpid/mcpid/lib/server"
 	"github.com/mcpid/mcpid/lib/service"
+	"github.com/mcpid/mcpid/lib/srcaddr"
 	"github.com/mcpid/mcpid/services/registration/internal/cimd"
 	"github.com/mcpid/mcpid/services/registration/internal/clientkeys"
 	"github.com/mcpid/mcpid/services/registration/internal/expiry"
@@ -33,7 +34,6 @@ import (
 	"github.com/mcpid/mcpid/services/registration/internal/registry"
 	"github.com/mcpid/mcpid/services/registration/internal/revoke"
 	"github.com/mcpid/mcpid/services/registration/internal/softstmt"
-	"github.com/mcpid/mcpid/services/registration/internal/srcaddr"
 	"github.com/mcpid/mcpid/services/registration/internal/store"
 )
 

@@ -27,6 +27,7 @@ import (
 	"github.com/mcpid/mcpid/lib/resource"
 	libserver "github.com/mcpid/mcpid/lib/server"
 	"github.com/mcpid/mcpid/lib/service"
+	"github.com/mcpid/mcpid/lib/srcaddr"
 	"github.com/mcpid/mcpid/services/token/internal/accesstoken"
 	"github.com/mcpid/mcpid/services/token/internal/catalog"
 	"github.com/mcpid/mcpid/services/token/internal/clients"
@@ -37,7 +38,6 @@ import (
 	"github.com/mcpid/mcpid/services/token/internal/keyring"
 	"github.com/mcpid/mcpid/services/token/internal/oauth"
 	"github.com/mcpid/mcpid/services/token/internal/revocation"
-	"github.com/mcpid/mcpid/services/token/internal/srcaddr"
 	"github.com/mcpid/mcpid/services/token/internal/store"
 	"github.com/mcpid/mcpid/services/token/internal/web"
 )
@@ -295,9 +295,11 @@ func (c Config) settings() (*settings, error) {
 		st.argon2 = *c.Argon2
 	}
 	var err error
-	if st.proxies, err = srcaddr.New(c.TrustedProxies); err != nil {
+	trusted, err := srcaddr.ParsePrefixes(c.TrustedProxies)
+	if err != nil {
 		return nil, fmt.Errorf("setting trusted-proxy-cidrs: %w", err)
 	}
+	st.proxies = srcaddr.NewResolver(trusted)
 	if c.KEKFile.Path != "" {
 		data, err := c.KEKFile.Read()
 		if err != nil {

@@ -19,8 +19,8 @@ import (
 	"github.com/mcpid/mcpid/lib/oauthhttp"
 	"github.com/mcpid/mcpid/lib/principal"
 	"github.com/mcpid/mcpid/lib/server"
+	"github.com/mcpid/mcpid/lib/srcaddr"
 	"github.com/mcpid/mcpid/services/registration/internal/registry"
-	"github.com/mcpid/mcpid/services/registration/internal/srcaddr"
 )
 
 // Server implements registrationv1.RegistrationServiceServer.

@@ -18,12 +18,12 @@ import (
 
 	"github.com/mcpid/mcpid/lib/auditemit"
 	"github.com/mcpid/mcpid/lib/principal"
+	"github.com/mcpid/mcpid/lib/srcaddr"
 	"github.com/mcpid/mcpid/services/registration/internal/cimd"
 	"github.com/mcpid/mcpid/services/registration/internal/clientkeys"
 	"github.com/mcpid/mcpid/services/registration/internal/metadata"
 	"github.com/mcpid/mcpid/services/registration/internal/ratelimit"
 	"github.com/mcpid/mcpid/services/registration/internal/softstmt"
-	"github.com/mcpid/mcpid/services/registration/internal/srcaddr"
 	"github.com/mcpid/mcpid/services/registration/internal/store"
 )
 

@@ -30,9 +30,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/mcpid/mcpid/lib/apierr"
+	"github.com/mcpid/mcpid/lib/srcaddr"
 	"github.com/mcpid/mcpid/services/token/internal/events"
 	"github.com/mcpid/mcpid/services/token/internal/oauth"
-	"github.com/mcpid/mcpid/services/token/internal/srcaddr"
 )
 
 // Cookie names. The __Host- prefix makes the browser refuse them unless
@@ -217,7 +217,10 @@ func hashOrEmpty(v string) string {
 }
 
 func (p *Pages) requestInfo(r *http.Request) (string, events.Request) {
-	src := p.sources.Resolve(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))
+	src := ""
+	if a := p.sources.FromHTTP(r.RemoteAddr, r.Header.Values("X-Forwarded-For")); a.IsValid() {
+		src = a.String()
+	}
 	return src, events.Request{SourceAddress: src, UserAgent: r.UserAgent()}
 }
 

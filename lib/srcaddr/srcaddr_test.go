@@ -10,7 +10,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/mcpid/mcpid/lib/server"
-	"github.com/mcpid/mcpid/services/registration/internal/srcaddr"
+	"github.com/mcpid/mcpid/lib/srcaddr"
 )
 
 func mustPrefixes(t *testing.T, s ...string) srcaddr.Prefixes {
@@ -87,5 +87,27 @@ func TestFromContextIgnoresForwardedForFromDirectPeers(t *testing.T) {
 	}
 	if r.FromContext(context.Background()).IsValid() {
 		t.Fatal("no peer gave an address")
+	}
+}
+
+func TestFromHTTP(t *testing.T) {
+	r := srcaddr.NewResolver(mustPrefixes(t, "127.0.0.1", "10.0.0.0/8"))
+	for _, c := range []struct {
+		peer string
+		xff  []string
+		want string
+	}{
+		{"192.0.2.1:5000", nil, "192.0.2.1"},
+		{"192.0.2.1:5000", []string{"198.51.100.1"}, "192.0.2.1"},    // untrusted peer: its XFF is ignored
+		{"127.0.0.1:5000", []string{"198.51.100.1"}, "198.51.100.1"}, // trusted edge
+		{"127.0.0.1:5000", []string{"203.0.113.9, 198.51.100.1, 10.1.2.3"}, "198.51.100.1"},
+		{"127.0.0.1:5000", []string{"garbage"}, "invalid IP"}, // a trusted hop vouched for garbage: unknown
+		{"127.0.0.1:5000", nil, "127.0.0.1"},
+		{"[::ffff:192.0.2.7]:1", nil, "192.0.2.7"},
+		{"not an address", nil, "invalid IP"},
+	} {
+		if got := r.FromHTTP(c.peer, c.xff).String(); got != c.want {
+			t.Errorf("FromHTTP(%q, %q) = %q, want %q", c.peer, c.xff, got, c.want)
+		}
 	}
 }

@@ -1,5 +1,6 @@
-// Package srcaddr determines the network address a DCR request came from,
-// and whether it lies in a configured set of CIDRs.
+// Package srcaddr determines the network address a request came from (for
+// CIDR allowlists, rate limits, throttling and audit), and whether it lies
+// in a configured set of CIDRs — one rule for every service.
 //
 // REST requests reach the service through the in-process gateway, which
 // passes the HTTP peer in the gRPC metadata "x-forwarded-for": the values
@@ -98,6 +99,13 @@ func (r *Resolver) FromContext(ctx context.Context) netip.Addr {
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	return r.Walk(md.Get("x-forwarded-for"))
+}
+
+// FromHTTP returns the client address of a plain net/http request (the
+// token service's pages): remoteAddr is the immediate peer, after the
+// request's X-Forwarded-For values.
+func (r *Resolver) FromHTTP(remoteAddr string, xff []string) netip.Addr {
+	return r.Walk(append(append([]string(nil), xff...), remoteAddr))
 }
 
 // Walk applies the trusted-proxy rule to X-Forwarded-For values (each a
