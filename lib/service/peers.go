@@ -3,10 +3,8 @@ package service
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -23,7 +21,7 @@ import (
 // connection is closed with the Base.
 func (b *Base) Dial(addr, serverName string) (*grpc.ClientConn, error) {
 	creds := insecure.NewCredentials()
-	if b.flags.TLSCertFile != "" {
+	if b.tls != nil {
 		cfg, err := b.clientTLS(serverName)
 		if err != nil {
 			return nil, err
@@ -42,33 +40,13 @@ func (b *Base) Dial(addr, serverName string) (*grpc.ClientConn, error) {
 }
 
 func (b *Base) clientTLS(serverName string) (*tls.Config, error) {
-	if b.flags.TLSCAFile == "" {
+	if b.tls.pool == nil {
 		return nil, errors.New("setting tls-ca-file: required to call other services over TLS")
-	}
-	key, err := b.flags.TLSKeyFile.Read()
-	if err != nil {
-		return nil, fmt.Errorf("setting tls-key-file: %w", err)
-	}
-	certPEM, err := os.ReadFile(b.flags.TLSCertFile)
-	if err != nil {
-		return nil, fmt.Errorf("setting tls-cert-file: %w", err)
-	}
-	cert, err := tls.X509KeyPair(certPEM, key)
-	if err != nil {
-		return nil, fmt.Errorf("settings tls-cert-file/tls-key-file: %w", err)
-	}
-	caPEM, err := os.ReadFile(b.flags.TLSCAFile)
-	if err != nil {
-		return nil, fmt.Errorf("setting tls-ca-file: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, errors.New("setting tls-ca-file: no PEM certificates found")
 	}
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert},
-		RootCAs:      pool,
+		Certificates: []tls.Certificate{b.tls.cert},
+		RootCAs:      b.tls.pool,
 		ServerName:   serverName,
 	}, nil
 }

@@ -107,6 +107,7 @@ type Base struct {
 	// Audit is the audit service client, nil unless audit-addr is set.
 	Audit auditv1.AuditServiceClient
 	flags Flags
+	tls   *tlsMaterial // nil without TLS settings
 	conns []*grpc.ClientConn
 }
 
@@ -135,10 +136,10 @@ func Open(ctx context.Context, name string, f Flags, logOut io.Writer) (_ *Base,
 		return nil, fmt.Errorf("setting otlp-endpoint: %w", err)
 	}
 	if f.TLSCertFile != "" {
-		b.TLS, err = serverTLS(f)
-		if err != nil {
+		if b.tls, err = loadTLS(f); err != nil {
 			return nil, err
 		}
+		b.TLS = b.tls.serverConfig()
 	}
 	// The client connects lazily; readiness (etcd answering) is what the
 	// server's health reflects, so a slow etcd does not stop start-up.
@@ -213,7 +214,14 @@ func EtcdCheck(cli *clientv3.Client) server.Check {
 	}
 }
 
-func serverTLS(f Flags) (*tls.Config, error) {
+// tlsMaterial is the service's certificate and CA bundle, read once at
+// start-up and used both to serve and to call other services.
+type tlsMaterial struct {
+	cert tls.Certificate
+	pool *x509.CertPool // nil without tls-ca-file
+}
+
+func loadTLS(f Flags) (*tlsMaterial, error) {
 	key, err := f.TLSKeyFile.Read()
 	if err != nil {
 		return nil, fmt.Errorf("setting tls-key-file: %w", err)
@@ -226,22 +234,29 @@ func serverTLS(f Flags) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("settings tls-cert-file/tls-key-file: %w", err)
 	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}}
+	m := &tlsMaterial{cert: cert}
 	if f.TLSCAFile != "" {
 		caPEM, err := os.ReadFile(f.TLSCAFile)
 		if err != nil {
 			return nil, fmt.Errorf("setting tls-ca-file: %w", err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(caPEM) {
+		m.pool = x509.NewCertPool()
+		if !m.pool.AppendCertsFromPEM(caPEM) {
 			return nil, errors.New("setting tls-ca-file: no PEM certificates found")
 		}
-		cfg.ClientCAs = pool
+	}
+	return m, nil
+}
+
+func (m *tlsMaterial) serverConfig() *tls.Config {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{m.cert}}
+	if m.pool != nil {
+		cfg.ClientCAs = m.pool
 		// Callers may present a client certificate (services, operators, MCP
 		// servers) or a bearer token; the principal interceptor decides.
 		cfg.ClientAuth = tls.VerifyClientCertIfGiven
 	}
-	return cfg, nil
+	return cfg
 }
 
 // Main is a service binary's main: it loads the settings that register
