@@ -17,6 +17,7 @@ import (
 	policyv1 "github.com/mcpid/mcpid/gen/go/mcpid/policy/v1"
 	"github.com/mcpid/mcpid/lib/etcdstore"
 	"github.com/mcpid/mcpid/lib/jose"
+	"github.com/mcpid/mcpid/lib/revocationfeed"
 	libserver "github.com/mcpid/mcpid/lib/server"
 	"github.com/mcpid/mcpid/lib/service"
 	"github.com/mcpid/mcpid/services/policy/internal/api"
@@ -71,6 +72,14 @@ type Config struct {
 	// denies an allow it did not.
 	AuditStrict bool
 
+	// TokenAddr is the token service's gRPC address: the policy service
+	// follows its revocation feed and denies revoked tokens. Empty: no
+	// revocation feed (revoked tokens are accepted until they expire).
+	TokenAddr string
+	// RevocationMaxSilence is how long the feed may stay silent before checks
+	// answer NOT_READY; 0 means the follower's default (15s).
+	RevocationMaxSilence time.Duration
+
 	// KeySource, when set, replaces the JWKS fetch (tests, embedding).
 	KeySource jose.KeySource
 	// Revocations is the revocation set; nil means none yet (the token
@@ -95,6 +104,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.DecisionCacheTTL, "decision-cache-ttl", decision.DefaultMaxCacheTTL, "longest cache_ttl a decision carries")
 	fs.Uint64Var(&c.CELCostLimit, "cel-cost-limit", condition.DefaultCostLimit, "cost limit of a condition, estimated on write and enforced at check")
 	fs.IntVar(&c.AuditAllowSampleEvery, "audit-allow-sample-every", 1, "send one ALLOW decision in N to audit (weighted N); denials and destructive tools are always sent")
+	fs.StringVar(&c.TokenAddr, "token-addr", "", "token service gRPC address: the revocation feed this service follows (empty: revoked tokens are accepted until they expire)")
+	fs.DurationVar(&c.RevocationMaxSilence, "revocation-max-silence", revocationfeed.DefaultMaxSilence, "how long the revocation feed may stay silent before checks answer NOT_READY")
 	fs.BoolVar(&c.AuditStrict, "audit-strict", false, "wait for audit to acknowledge every decision event; an unacknowledged allow becomes a denial")
 }
 
@@ -136,6 +147,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.RevocationMaxSilence < 0 {
+		return c, fmt.Errorf("setting revocation-max-silence: %v is negative", c.RevocationMaxSilence)
+	}
+	if c.Revocations == nil && c.TokenAddr != "" {
+		c.Revocations = &tokens.FeedRevocations{}
 	}
 	if c.Revocations == nil {
 		c.Revocations = tokens.NoRevocations{}
@@ -231,6 +248,25 @@ func (c Config) setup(_ context.Context, b *service.Base, tokenCfg tokens.Config
 		Now:              c.Now,
 	})
 	background := []func(context.Context) error{index.Run}
+	ready := []libserver.Check{func(context.Context) error {
+		if !index.Ready() {
+			return errors.New("policy cache not synced")
+		}
+		return nil
+	}}
+	if feed, ok := c.Revocations.(*tokens.FeedRevocations); ok && c.TokenAddr != "" {
+		// Not a readiness check: the token service follows this service's
+		// scope catalogues, so readiness must not wait for it (mcpid dev
+		// starts policy first). Checks answer NOT_READY until the feed is
+		// current.
+		run, err := c.followRevocations(b, feed)
+		if err != nil {
+			return nil, err
+		}
+		background = append(background, run)
+	} else {
+		b.Logger.Warn("no token-addr: revoked tokens are accepted until they expire")
+	}
 	if remote != nil {
 		remote.SetLogger(b.Logger)
 		background = append(background, remote.Run)
@@ -240,12 +276,7 @@ func (c Config) setup(_ context.Context, b *service.Base, tokenCfg tokens.Config
 		Background: background,
 		// Ready once every policy is in memory: before that Check could only
 		// answer NOT_READY, so load balancers should send traffic elsewhere.
-		Ready: []libserver.Check{func(context.Context) error {
-			if !index.Ready() {
-				return errors.New("policy cache not synced")
-			}
-			return nil
-		}},
+		Ready: ready,
 		Close: func(ctx context.Context) error {
 			if remote != nil {
 				remote.Close()

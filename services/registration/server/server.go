@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 
 	registrationv1 "github.com/mcpid/mcpid/gen/go/mcpid/registration/v1"
+	tokenv1 "github.com/mcpid/mcpid/gen/go/mcpid/token/v1"
 	"github.com/mcpid/mcpid/lib/config"
 	"github.com/mcpid/mcpid/lib/fetch"
 	"github.com/mcpid/mcpid/lib/jose"
@@ -129,9 +130,12 @@ type Config struct {
 	// FetchHooks replace the outbound fetchers' DNS resolver, dialer and
 	// root CAs (tests). Not settings.
 	FetchHooks FetchHooks
-	// GrantRevoker delivers revocations of a deleted, expired or suspended
-	// client's grants to the token service. Nil until the token service
-	// exists: revocations then wait in etcd. Not a setting.
+	// TokenAddr is the token service's gRPC address: a deleted, expired or
+	// suspended client's grants and consents are revoked there. Empty:
+	// revocations wait in etcd until a replica with it delivers them.
+	TokenAddr string
+	// GrantRevoker replaces the token service client built from TokenAddr
+	// (tests). Not a setting.
 	GrantRevoker revoke.Revoker
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
@@ -171,6 +175,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.CIMDMaxCache, "cimd-max-cache", DefaultCIMDMaxCache, "longest time a metadata document is used before it is fetched again")
 	fs.DurationVar(&c.CIMDMaxStale, "cimd-max-stale", DefaultCIMDMaxStale, "how long a stale document is served while fetching it fails")
 	fs.DurationVar(&c.CIMDFetchTimeout, "cimd-fetch-timeout", DefaultCIMDFetchTimeout, "bound on one metadata document or jwks_uri fetch")
+	fs.StringVar(&c.TokenAddr, "token-addr", "", "token service gRPC address: where a deleted, expired or suspended client's grants are revoked (empty: revocations wait in etcd)")
 	fs.BoolVar(&c.FetchAllowPrivate, "fetch-allow-private", false, "let CIMD and jwks_uri fetches reach private and loopback addresses (never cloud metadata)")
 	fs.Var(&c.FetchAllowedPorts, "fetch-allowed-ports", "ports CIMD and jwks_uri fetches may use besides 443, comma-separated")
 }
@@ -385,8 +390,16 @@ func (c Config) setup(_ context.Context, b *service.Base, st *settings) (_ *serv
 		expirer.Run,
 		func(ctx context.Context) error { return ensurePreRegistered(ctx, svc, &preRegistered, b) },
 	}
-	if c.GrantRevoker != nil {
-		w, err := revoke.New(b.Etcd, db, c.GrantRevoker, b.Logger)
+	revoker := c.GrantRevoker
+	if revoker == nil && c.TokenAddr != "" {
+		conn, err := b.Dial(c.TokenAddr, "token")
+		if err != nil {
+			return nil, fmt.Errorf("setting token-addr: %w", err)
+		}
+		revoker = revoke.TokenRevoker{Client: tokenv1.NewTokenServiceClient(conn)}
+	}
+	if revoker != nil {
+		w, err := revoke.New(b.Etcd, db, revoker, b.Logger)
 		if err != nil {
 			return nil, err
 		}

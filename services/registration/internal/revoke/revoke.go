@@ -8,9 +8,9 @@
 // service's revocation is idempotent). Until delivered, the client is
 // already refused by AuthenticateClient and ResolveClient.
 //
-// The token service does not exist yet: with no Revoker configured the
-// worker does not run and revocations wait in etcd for the one that will
-// deliver them (the hook is server.Config.GrantRevoker).
+// The Revoker is TokenRevoker (the token service over mTLS, setting
+// token-addr). With none configured the worker does not run and revocations
+// wait in etcd for a replica that has one.
 package revoke
 
 import (
