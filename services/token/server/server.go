@@ -22,6 +22,7 @@ import (
 	registrationv1 "github.com/mcpid/mcpid/gen/go/mcpid/registration/v1"
 	tokenv1 "github.com/mcpid/mcpid/gen/go/mcpid/token/v1"
 	"github.com/mcpid/mcpid/lib/config"
+	"github.com/mcpid/mcpid/lib/fetch"
 	"github.com/mcpid/mcpid/lib/jose"
 	"github.com/mcpid/mcpid/lib/principal"
 	"github.com/mcpid/mcpid/lib/resource"
@@ -38,6 +39,7 @@ import (
 	"github.com/mcpid/mcpid/services/token/internal/keyring"
 	"github.com/mcpid/mcpid/services/token/internal/oauth"
 	"github.com/mcpid/mcpid/services/token/internal/revocation"
+	"github.com/mcpid/mcpid/services/token/internal/sso"
 	"github.com/mcpid/mcpid/services/token/internal/store"
 	"github.com/mcpid/mcpid/services/token/internal/web"
 )
@@ -125,6 +127,19 @@ type Config struct {
 	// AuditStrict waits for audit to acknowledge each client_credentials
 	// issuance event.
 	AuditStrict bool
+	// ConnectorsFile seeds identity connectors at start-up (YAML, see
+	// docs/sso.md); connectors that exist are left as they are.
+	ConnectorsFile config.SecretFile
+	// NoPasswordLogin turns the built-in directory's username and password
+	// form off (every user signs in through a connector).
+	NoPasswordLogin bool
+	// ConnectorFetch replaces the fetcher policy of connector discovery,
+	// keys and token endpoints (tests: loopback http issuers). Not a
+	// setting.
+	ConnectorFetch *fetch.Config
+	// SigningKeyRotation is how long a signing key signs before the elected
+	// replica publishes its successor (negative: only RotateSigningKey).
+	SigningKeyRotation time.Duration
 
 	// Argon2 replaces the password hashing parameters (tests). Not a
 	// setting.
@@ -163,6 +178,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.SeedUser, "seed-user", "", "create this built-in admin user at start-up if absent (development; needs seed-password-file)")
 	fs.Var(&c.SeedPasswordFile, "seed-password-file", "file holding the seed user's password")
 	fs.BoolVar(&c.AuditStrict, "audit-strict", false, "wait for audit to acknowledge each client_credentials issuance event")
+	fs.Var(&c.ConnectorsFile, "connectors-file", "YAML file of identity connectors created at start-up when absent (docs/sso.md)")
+	fs.BoolVar(&c.NoPasswordLogin, "no-password-login", false, "turn off the built-in directory's password form (sign-in through connectors only)")
+	fs.DurationVar(&c.SigningKeyRotation, "signing-key-rotation", keyring.DefaultRotateEvery, "how long a signing key signs before its successor is published (negative: only on request)")
 }
 
 func orDefault[T int | float64 | time.Duration](v, def T) T {
@@ -185,6 +203,8 @@ type settings struct {
 	seedPass    string
 	jwksMaxAge  time.Duration
 	auditStrict bool
+	connectors  []*tokenv1.Connector
+	ssoFetch    fetch.Config
 }
 
 // checkIssuer accepts an absolute https URL, or http on a loopback host
@@ -325,7 +345,29 @@ func (c Config) settings() (*settings, error) {
 		}
 	}
 	st.auditStrict = c.AuditStrict
+	if err := c.ssoSettings(st); err != nil {
+		return nil, err
+	}
 	return st, nil
+}
+
+// ssoSettings reads the connector settings (issue 9).
+func (c Config) ssoSettings(st *settings) error {
+	st.ssoFetch = fetch.Config{AllowAnyHost: true}
+	if c.ConnectorFetch != nil {
+		st.ssoFetch = *c.ConnectorFetch
+	}
+	if c.ConnectorsFile.Path == "" {
+		return nil
+	}
+	data, err := c.ConnectorsFile.Read()
+	if err != nil {
+		return fmt.Errorf("setting connectors-file: %w", err)
+	}
+	if st.connectors, err = sso.ParseConnectorsFile(data, sso.IssuerPolicy{AllowHTTP: st.ssoFetch.AllowHTTP}); err != nil {
+		return fmt.Errorf("setting connectors-file: %w", err)
+	}
+	return nil
 }
 
 // Complete opens the service's dependencies and listeners.
@@ -391,7 +433,8 @@ func (c Config) setup(_ context.Context, b *service.Base, st *settings, verifier
 		}
 	}()
 	ev := events.New(b.Outbox, batcher, b.Logger)
-	keys, err := keyring.New(keyring.Config{Store: db, Etcd: b.Etcd, KEK: st.kek, Events: ev, Alg: st.alg, Logger: b.Logger, Now: now})
+	keys, err := keyring.New(keyring.Config{Store: db, Etcd: b.Etcd, KEK: st.kek, Events: ev, Alg: st.alg, Logger: b.Logger, Now: now,
+		Rotation: c.rotation(st)})
 	if err != nil {
 		return nil, err
 	}
@@ -426,9 +469,16 @@ func (c Config) setup(_ context.Context, b *service.Base, st *settings, verifier
 	if err != nil {
 		return nil, err
 	}
+	fed, err := sso.New(sso.Config{
+		Issuer: st.oauth.Issuer, Etcd: b.Etcd, Service: Name, KEK: st.kek, Events: ev, Fetch: st.ssoFetch,
+		StateTTL: st.oauth.AuthRequestTTL, PasswordLogin: !c.NoPasswordLogin, Seed: st.connectors, Now: now, Logger: b.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
 	svc, err := oauth.New(st.oauth, oauth.Deps{
 		Store: db, Clients: clients.New(reg, now), Catalogs: cats, Minter: minter, Verifier: av,
-		Revocations: revs, Events: ev, Users: dir, Logger: b.Logger, Now: now,
+		Revocations: revs, Events: ev, Users: dir, Connectors: fed.Registry, Logger: b.Logger, Now: now,
 	})
 	if err != nil {
 		return nil, err
@@ -438,17 +488,22 @@ func (c Config) setup(_ context.Context, b *service.Base, st *settings, verifier
 	if err != nil {
 		return nil, err
 	}
-	api := grpcapi.New(svc, dir, keys, st.jwksMaxAge)
-	background := []func(context.Context) error{keys.Run, revs.Run, cats.Run}
+	api := grpcapi.New(svc, dir, keys, st.jwksMaxAge).WithLifecycle(grpcapi.Lifecycle{
+		Feed: revocation.NewFeed(b.Etcd, db.RevocationsPrefix(), now, 0), Rotator: keys,
+	})
+	background := []func(context.Context) error{keys.Run, revs.Run, cats.Run, keys.RunRotation}
 	if st.seedUser != "" {
 		background = append(background, func(ctx context.Context) error { return seed(ctx, dir, st, b) })
 	}
+	// SSO (issue 9): connector administration, registry and seeding.
+	api.WithConnectors(fed.Admin)
+	background = append(background, fed.Run)
 	return &service.Setup{
 		Register:     func(s *grpc.Server) { tokenv1.RegisterTokenServiceServer(s, api) },
 		Gateway:      tokenv1.RegisterTokenServiceHandler,
 		HTTPHandlers: pages.Handlers(),
 		Background:   background,
-		Ready:        []libserver.Check{keys.Ready, revs.Ready},
+		Ready:        []libserver.Check{keys.Ready, revs.Ready, fed.Ready},
 		Close:        closeBatcher,
 	}, nil
 }

@@ -6,12 +6,13 @@
 // upstream subject) before the flow continues exactly as after a password
 // sign-in: same session rotation, same consent.
 //
-// The OIDC connectors (issue 9) implement Connector; this package holds the
-// contract and an empty registry.
+// The OIDC connectors (package sso) implement Connector; this package holds
+// the contract, the failures a connector reports, and a static registry.
 package connector
 
 import (
 	"context"
+	"errors"
 	"net/http"
 )
 
@@ -27,6 +28,8 @@ type Identity struct {
 	Name          string
 	// Groups are the upstream groups with the connector's prefix applied.
 	Groups []string
+	// Roles are the operator roles the connector's group mappings give.
+	Roles []string
 }
 
 // Flow identifies the pending authorization request a sign-in belongs to.
@@ -54,8 +57,60 @@ type Connector interface {
 	Begin(ctx context.Context, flow Flow) (string, error)
 	// Complete handles the upstream's redirect to the callback path and
 	// returns the flow it belongs to and the verified identity. Errors are
-	// shown on an error page; nothing is signed in.
+	// shown on an error page; nothing is signed in. A *Failure says what
+	// went wrong in words for the user and a reason for the audit trail;
+	// the Flow is returned with it when the state was valid.
 	Complete(ctx context.Context, r *http.Request) (Flow, Identity, error)
+	// FormTargets are the origins the browser is sent to when the login
+	// form starts this connector (the upstream authorization endpoint), for
+	// the page's Content-Security-Policy form-action. Empty while the
+	// upstream's discovery document is not known.
+	FormTargets(ctx context.Context) []string
+}
+
+// Failure reasons (the audit event's reason, stable strings).
+const (
+	ReasonStateMismatch   = "state_mismatch"
+	ReasonUpstreamDenied  = "upstream_denied"
+	ReasonUpstreamError   = "upstream_error"
+	ReasonUnavailable     = "idp_unavailable"
+	ReasonIssuerMismatch  = "issuer_mismatch"
+	ReasonIDTokenInvalid  = "id_token_invalid"
+	ReasonNonceMismatch   = "nonce_mismatch"
+	ReasonEmailUnverified = "email_not_verified"
+	ReasonDomainNotAllow  = "email_domain_not_allowed"
+	ReasonGroupNotAllowed = "group_not_allowed"
+	ReasonUserDisabled    = "user_disabled"
+	ReasonUnknown         = "unknown_connector"
+)
+
+// Failure is an upstream sign-in that did not produce an identity.
+type Failure struct {
+	// Reason is one of the Reason constants.
+	Reason string
+	// Message is shown to the user; it never carries upstream text (an
+	// IdP's error_description is attacker-influenced).
+	Message string
+	// Subject is the upstream subject when known (audit).
+	Subject string
+	// Err is the cause, for the logs.
+	Err error
+}
+
+func (f *Failure) Error() string {
+	if f.Err != nil {
+		return "connector: " + f.Reason + ": " + f.Err.Error()
+	}
+	return "connector: " + f.Reason
+}
+
+func (f *Failure) Unwrap() error { return f.Err }
+
+// AsFailure returns err's *Failure, if any.
+func AsFailure(err error) (*Failure, bool) {
+	var f *Failure
+	ok := errors.As(err, &f)
+	return f, ok
 }
 
 // Registry lists the enabled connectors. Implementations follow
@@ -68,6 +123,10 @@ type Registry interface {
 	// ForEmail returns the connector whose home-realm domains include the
 	// email's domain.
 	ForEmail(email string) (Connector, bool)
+	// PasswordLogin reports whether the built-in directory's username and
+	// password form is offered (an operator may turn it off when every
+	// user signs in through SSO).
+	PasswordLogin() bool
 }
 
 // Static is a fixed registry (empty by default: built-in directory only).
@@ -88,3 +147,7 @@ func (s Static) Get(id string) (Connector, bool) {
 
 // ForEmail implements Registry; a static registry has no home realms.
 func (s Static) ForEmail(string) (Connector, bool) { return nil, false }
+
+// PasswordLogin implements Registry: a static registry keeps the built-in
+// directory on.
+func (s Static) PasswordLogin() bool { return true }

@@ -273,3 +273,43 @@ func toAny(ss []string) []any {
 	}
 	return out
 }
+
+// --- federated sign-in (SSO connectors) ---
+
+// FederatedLoginSucceeded is the event: a user signed in through an identity
+// connector. The upstream subject is the login name (protected personal
+// data, like a typed username).
+func FederatedLoginSucceeded(userID, email, connectorID, subject string, created bool, r Request) *auditv1.Event {
+	ev := LoginSucceeded(userID, email, connectorID, r)
+	ev.LoginName = protect(subject)
+	ev.Details = details(map[string]any{"federated": true, "user_created": created})
+	return ev
+}
+
+// FederatedLoginFailed is the event: a sign-in through an identity connector
+// failed (reason: the connector package's failure reasons).
+func FederatedLoginFailed(userID, connectorID, subject, reason string, r Request) *auditv1.Event {
+	ev := LoginFailed(userID, "", reason, r)
+	ev.ConnectorId = connectorID
+	ev.LoginName = protect(subject)
+	ev.Details = details(map[string]any{"federated": true})
+	return ev
+}
+
+// ConnectorChanged is the event: an operator created, changed or deleted an
+// identity connector (action connector.created / .updated / .deleted).
+func ConnectorChanged(actor *auditv1.Actor, action, connectorID string) *auditv1.Event {
+	return &auditv1.Event{
+		Type: auditv1.EventType_EVENT_TYPE_ADMIN_ACTION, Actor: actor, ConnectorId: connectorID,
+		Details: details(map[string]any{"action": action}),
+	}
+}
+
+// ConsentRevoked is the event: a remembered consent was forgotten (issue 8:
+// my-agents page, RevokeConsents).
+func ConsentRevoked(actor *auditv1.Actor, userID, clientID, resource, reason string, keepGrants bool) *auditv1.Event {
+	return &auditv1.Event{
+		Type: auditv1.EventType_EVENT_TYPE_CONSENT_REVOKED, Actor: actor, UserId: userID, ClientId: clientID,
+		Resource: resource, Reason: reason, Details: details(map[string]any{"keep_grants": keepGrants}),
+	}
+}

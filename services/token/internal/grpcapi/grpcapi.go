@@ -39,6 +39,12 @@ type Server struct {
 	users      *directory.Directory
 	keys       *keyring.Ring
 	jwksMaxAge time.Duration
+	// connectors serves the identity connector administration (issue 9;
+	// see connectors.go).
+	connectors ConnectorAdmin
+	// lifecycle serves the grant inventory, the revocation feed and key
+	// rotation (issue 8; see grants.go).
+	lifecycle Lifecycle
 }
 
 // New returns the server.

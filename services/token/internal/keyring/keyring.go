@@ -47,6 +47,9 @@ type Config struct {
 	Alg    string
 	Logger *slog.Logger
 	Now    func() time.Time
+	// Rotation configures scheduled rotation and RotateSigningKey (see
+	// rotate.go); zero values take the defaults there.
+	Rotation Rotation
 }
 
 // Ring is the set of signing keys. Safe for concurrent use.

@@ -6,8 +6,10 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 
+	auditv1 "github.com/mcpid/mcpid/gen/go/mcpid/audit/v1"
 	"github.com/mcpid/mcpid/lib/principal"
 	"github.com/mcpid/mcpid/services/token/internal/catalog"
 	"github.com/mcpid/mcpid/services/token/internal/clients"
@@ -92,6 +94,13 @@ type LoginView struct {
 	CSRF        string
 	ClientName  string
 	Connectors  []connector.Connector
+	// PasswordLogin shows the built-in directory's form; HomeRealms the
+	// email field of home-realm discovery.
+	PasswordLogin bool
+	HomeRealms    bool
+	// FormTargets are the upstream origins the login forms may lead to
+	// (Content-Security-Policy form-action).
+	FormTargets []string
 }
 
 // LoginPage loads a pending request for the login page.
@@ -103,8 +112,15 @@ func (s *Service) LoginPage(ctx context.Context, reqID, browserHash string) (*Lo
 	if err := s.resolve(ctx, p); err != nil {
 		return nil, err
 	}
-	return &LoginView{ReqID: reqID, RedirectURI: p.Req.RedirectURI, CSRF: p.Req.CSRF, ClientName: clientName(p.Cl.Client.GetMetadata().GetClientName(), p.Req.ClientID),
-		Connectors: s.d.Connectors.Enabled()}, nil
+	v := &LoginView{ReqID: reqID, RedirectURI: p.Req.RedirectURI, CSRF: p.Req.CSRF, ClientName: clientName(p.Cl.Client.GetMetadata().GetClientName(), p.Req.ClientID),
+		Connectors: s.d.Connectors.Enabled(), PasswordLogin: s.d.Connectors.PasswordLogin()}
+	for _, c := range v.Connectors {
+		v.FormTargets = append(v.FormTargets, c.FormTargets(ctx)...)
+		if hr, ok := c.(interface{ HasHomeRealms() bool }); ok && hr.HasHomeRealms() {
+			v.HomeRealms = true
+		}
+	}
+	return v, nil
 }
 
 func clientName(name, id string) string {
@@ -156,6 +172,9 @@ func (s *Service) Login(ctx context.Context, in LoginInput) (*LoginResult, error
 	if err := s.resolve(ctx, p); err != nil {
 		return nil, err
 	}
+	if !s.d.Connectors.PasswordLogin() {
+		return nil, pageErr(http.StatusForbidden, "Sign-in with a password is turned off here. Use one of the sign-in options on the previous page.")
+	}
 	u, err := s.d.Users.Verify(ctx, directory.Login{Username: in.Username, Password: in.Password, Source: in.Source, Request: in.Request})
 	switch {
 	case errors.Is(err, directory.ErrInvalidCredentials):
@@ -173,6 +192,13 @@ func (s *Service) Login(ctx context.Context, in LoginInput) (*LoginResult, error
 // completeLogin rotates the session, binds the request to the user and
 // decides the next step. It is shared by password and connector sign-ins.
 func (s *Service) completeLogin(ctx context.Context, p *Pending, u *store.User, connectorID, oldSessionHash string, r events.Request) (*LoginResult, error) {
+	return s.completeLoginWith(ctx, p, u, connectorID, oldSessionHash, s.d.Users.ResetFailures, events.LoginSucceeded(u.ID, u.Email, connectorID, r))
+}
+
+// completeLoginWith is completeLogin with the user update and the event of
+// the sign-in (a federated sign-in refreshes the profile and records the
+// upstream subject).
+func (s *Service) completeLoginWith(ctx context.Context, p *Pending, u *store.User, connectorID, oldSessionHash string, userFn func(*store.User) error, ev *auditv1.Event) (*LoginResult, error) {
 	sessionID, err := RandomToken()
 	if err != nil {
 		return nil, err
@@ -185,14 +211,14 @@ func (s *Service) completeLogin(ctx context.Context, p *Pending, u *store.User, 
 	req := *p.Req
 	req.UserID, req.AuthTime, req.ConnectorID, req.CSRF = u.ID, now, connectorID, csrf
 	sess := &store.Session{UserID: u.ID, AuthTime: now, ConnectorID: connectorID, Created: now, Expires: now.Add(s.cfg.SessionTTL)}
-	op, err := s.d.Events.Op(ctx, events.LoginSucceeded(u.ID, u.Email, connectorID, r))
+	op, err := s.d.Events.Op(ctx, ev)
 	if err != nil {
 		return nil, err
 	}
 	err = s.d.Store.CompleteLogin(ctx, store.LoginCommit{
 		SessionHash: Hash(sessionID), Session: sess, OldSessionHash: oldSessionHash,
 		ReqHash: Hash(p.ID), ReqRev: p.Rev, Req: &req, UserID: u.ID,
-		UserFn: s.d.Users.ResetFailures, Extra: []store.Op{op},
+		UserFn: userFn, Extra: []store.Op{op},
 	})
 	switch {
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrConflict):
@@ -419,4 +445,152 @@ func (s *Service) Consent(ctx context.Context, in ConsentInput) (string, error) 
 	}
 	commit.extra = []store.Op{op}
 	return s.issueCode(ctx, reqHash, p.Rev, p.Req, granted, commit)
+}
+
+// --- federated sign-in (identity connectors) ---
+
+// FederatedStartInput is a posted login form choosing a connector, or
+// typing an email for home-realm discovery.
+type FederatedStartInput struct {
+	ReqID       string
+	BrowserHash string
+	CSRF        string
+	ConnectorID string
+	Email       string
+	Request     events.Request
+}
+
+// FederatedStart sends the browser to the chosen (or the email's)
+// connector. It returns the upstream URL. Errors: *PageError, *LoginFailure
+// (no connector for that email: the login form again), *RedirectError,
+// UNAVAILABLE.
+func (s *Service) FederatedStart(ctx context.Context, in FederatedStartInput) (string, error) {
+	p, err := s.load(ctx, in.ReqID, in.BrowserHash)
+	if err != nil {
+		return "", err
+	}
+	if !equalSecret(p.Req.CSRF, in.CSRF) {
+		return "", pageErr(http.StatusForbidden, msgBadForm)
+	}
+	if err := s.resolve(ctx, p); err != nil {
+		return "", err
+	}
+	var c connector.Connector
+	var ok bool
+	hint := ""
+	if in.ConnectorID != "" {
+		if c, ok = s.d.Connectors.Get(in.ConnectorID); !ok {
+			return "", pageErr(http.StatusBadRequest, "That sign-in option is not available any more. Return to the application and start again.")
+		}
+	} else {
+		hint = strings.TrimSpace(in.Email)
+		if c, ok = s.d.Connectors.ForEmail(hint); !ok {
+			return "", &LoginFailure{Status: http.StatusBadRequest, Message: "No single sign-on is set up for that email address. Choose a sign-in option below."}
+		}
+	}
+	loc, err := c.Begin(ctx, connector.Flow{RequestID: p.ID, BrowserHash: in.BrowserHash, LoginHint: hint})
+	if f, ok := connector.AsFailure(err); ok {
+		s.federatedFailure(ctx, c.ID(), "", f, in.Request)
+		return "", &PageError{Status: http.StatusBadGateway, Message: f.Message, cause: f}
+	}
+	if err != nil {
+		return "", storeErr(err)
+	}
+	return loc, nil
+}
+
+// federatedFailure records a failed federated sign-in (best effort: the
+// error page is shown whatever happens to the event).
+func (s *Service) federatedFailure(ctx context.Context, connectorID, userID string, f *connector.Failure, r events.Request) {
+	s.d.Logger.InfoContext(ctx, "federated sign-in failed", "connector", connectorID, "reason", f.Reason, "error", f.Error())
+	op, err := s.d.Events.Op(ctx, events.FederatedLoginFailed(userID, connectorID, f.Subject, f.Reason, r))
+	if err == nil {
+		err = s.d.Store.AppendEvents(ctx, op)
+	}
+	if err != nil {
+		s.d.Logger.WarnContext(ctx, "recording a failed federated sign-in", "error", err.Error())
+	}
+}
+
+// FederatedCallbackInput is the upstream's redirect to a connector's
+// callback path.
+type FederatedCallbackInput struct {
+	ConnectorID    string
+	HTTP           *http.Request
+	BrowserHash    string
+	OldSessionHash string
+	Request        events.Request
+}
+
+// FederatedCallback completes an upstream sign-in: the connector checks the
+// state (bound to it, the pending request and this browser), the RFC 9207
+// iss, the code exchange and the ID token; the identity is linked to a user
+// (created just in time) and the flow continues from the stored request
+// exactly as after a password sign-in. Every failure is an error page and
+// leaves no session. Errors: *PageError, *RedirectError, UNAVAILABLE.
+func (s *Service) FederatedCallback(ctx context.Context, in FederatedCallbackInput) (*LoginResult, error) {
+	c, ok := s.d.Connectors.Get(in.ConnectorID)
+	if !ok {
+		s.federatedFailure(ctx, in.ConnectorID, "", &connector.Failure{Reason: connector.ReasonUnknown}, in.Request)
+		return nil, pageErr(http.StatusNotFound, "This sign-in option is not available any more. Return to the application and start again.")
+	}
+	flow, id, err := c.Complete(ctx, in.HTTP)
+	if f, ok := connector.AsFailure(err); ok {
+		s.federatedFailure(ctx, c.ID(), "", f, in.Request)
+		status := http.StatusBadRequest
+		switch f.Reason {
+		case connector.ReasonUnavailable:
+			status = http.StatusBadGateway
+		case connector.ReasonDomainNotAllow, connector.ReasonGroupNotAllowed, connector.ReasonEmailUnverified, connector.ReasonUpstreamDenied:
+			status = http.StatusForbidden
+		}
+		return nil, &PageError{Status: status, Message: f.Message, cause: f}
+	}
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	// The request id comes from the stored state, never from the URL; the
+	// request must belong to this browser.
+	p, err := s.load(ctx, flow.RequestID, in.BrowserHash)
+	if err != nil {
+		s.federatedFailure(ctx, c.ID(), "", &connector.Failure{Reason: connector.ReasonStateMismatch, Subject: id.Subject}, in.Request)
+		return nil, err
+	}
+	if err := s.resolve(ctx, p); err != nil {
+		return nil, err
+	}
+	u, created, err := s.d.Users.Federated(ctx, s.links(), id, in.Request)
+	if errors.Is(err, directory.ErrDisabled) {
+		s.federatedFailure(ctx, c.ID(), u.ID, &connector.Failure{Reason: connector.ReasonUserDisabled, Subject: id.Subject}, in.Request)
+		return nil, pageErr(http.StatusForbidden, "Your account is disabled here. Contact your administrator.")
+	}
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	now := s.d.Now().UTC()
+	userFn := func(cur *store.User) error {
+		if err := s.d.Users.ResetFailures(cur); err != nil {
+			return err
+		}
+		directory.ApplyIdentity(cur, id, now)
+		return nil
+	}
+	u.Email = id.Email
+	res, err := s.completeLoginWith(ctx, p, u, c.ID(), in.OldSessionHash, userFn,
+		events.FederatedLoginSucceeded(u.ID, id.Email, c.ID(), id.Subject, created, in.Request))
+	if lf := (*LoginFailure)(nil); errors.As(err, &lf) {
+		// The user was disabled between the lookup and the commit.
+		return nil, pageErr(http.StatusForbidden, "Your account is disabled here. Contact your administrator.")
+	}
+	return res, err
+}
+
+// links returns the identity link store if the registry provides one.
+func (s *Service) links() directory.IdentityLinks {
+	if l, ok := s.d.Connectors.(interface {
+		Links() directory.IdentityLinks
+	}); ok {
+		return l.Links()
+	}
+	return nil
 }

@@ -128,6 +128,17 @@ type Store interface {
 	RevokeGrant(ctx context.Context, grantID string, rev *Revocation, extra ...Op) (bool, int64, error)
 	// ListGrantIDsByUser returns the ids of every live grant of the user.
 	ListGrantIDsByUser(ctx context.Context, userID string) ([]string, error)
+	// ListGrantIDs returns the ids in one grant index (ByUser, ByClient,
+	// ByResource).
+	ListGrantIDs(ctx context.Context, by, id string) ([]string, error)
+	// ListGrants lists live grants matching the filter, one page, in index
+	// (creation) order; pages may be short when secondary filters drop
+	// grants. etcdstore page token errors for bad tokens.
+	ListGrants(ctx context.Context, f GrantFilter, pageSize int, pageToken string) ([]*Grant, string, error)
+	// DeleteGrant deletes a grant and its index keys without a revocation
+	// entry (a watermark covers its tokens), with extra; it reports whether
+	// the grant was present (extra is committed either way).
+	DeleteGrant(ctx context.Context, id string, extra ...Op) (bool, error)
 
 	// PutRevocation stores a revocation entry (lease until r.Expires) with
 	// extra. A newer entry of the same kind and id replaces the older.
@@ -138,6 +149,11 @@ type Store interface {
 
 	// GetConsent returns the remembered consent, or ErrNotFound.
 	GetConsent(ctx context.Context, userID, clientID, resource string) (*Consent, error)
+	// ListConsents lists consents matching the filter, one page.
+	ListConsents(ctx context.Context, f ConsentFilter, pageSize int, pageToken string) ([]*Consent, string, error)
+	// DeleteConsent deletes one consent with its index key and extra,
+	// reporting whether it was present (nothing is written otherwise).
+	DeleteConsent(ctx context.Context, userID, clientID, resource string, extra ...Op) (bool, error)
 	// DeleteUserConsents deletes every consent of the user with their index
 	// keys, returning how many.
 	DeleteUserConsents(ctx context.Context, userID string) (int, error)
@@ -151,6 +167,13 @@ type Store interface {
 	// place of the key oldKid (which is marked retired), only while oldKid
 	// is still the active one (else ErrConflict).
 	ReplaceActiveSigningKey(ctx context.Context, oldKid string, k *SigningKey, extra ...Op) error
+	// UpdateSigningKeys writes key records and optionally moves the active
+	// pointer of alg to newActive, only while it names expectActive ("" =
+	// absent), else ErrConflict.
+	UpdateSigningKeys(ctx context.Context, alg, expectActive, newActive string, puts []*SigningKey, extra ...Op) error
+	// ElectionPrefix is the key prefix of the named leader election (under
+	// the service's prefix, outside every cached range).
+	ElectionPrefix(name string) string
 	// ListSigningKeys returns every stored signing key.
 	ListSigningKeys(ctx context.Context) ([]*SigningKey, error)
 

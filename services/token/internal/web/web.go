@@ -86,22 +86,27 @@ func New(svc *oauth.Service, sources *srcaddr.Resolver, log *slog.Logger) (*Page
 // Handlers returns the handlers by mux pattern.
 func (p *Pages) Handlers() map[string]http.Handler {
 	return map[string]http.Handler{
-		"GET " + oauth.PathAuthorize:      http.HandlerFunc(p.authorize),
-		"GET " + PathLogin:                http.HandlerFunc(p.loginPage),
-		"POST " + PathLogin:               http.HandlerFunc(p.loginPost),
-		"GET " + PathConsent:              http.HandlerFunc(p.consentPage),
-		"POST " + PathConsent:             http.HandlerFunc(p.consentPost),
-		"GET " + PathStatic + "mcpid.css": http.HandlerFunc(p.static),
+		"GET " + oauth.PathAuthorize:          http.HandlerFunc(p.authorize),
+		"GET " + PathLogin:                    http.HandlerFunc(p.loginPage),
+		"POST " + PathLogin:                   http.HandlerFunc(p.loginPost),
+		"GET " + PathConsent:                  http.HandlerFunc(p.consentPage),
+		"POST " + PathConsent:                 http.HandlerFunc(p.consentPost),
+		"GET " + PathMyAgents:                 http.HandlerFunc(p.myAgentsPage),
+		"POST " + PathMyAgents:                http.HandlerFunc(p.myAgentsPost),
+		"GET " + PathStatic + "mcpid.css":     http.HandlerFunc(p.static),
+		"GET " + PathCallback + "{connector}": http.HandlerFunc(p.federatedCallback),
 	}
 }
 
 // securityHeaders are sent with every page. formTarget is the redirect URI
 // the page's form may end up at (allowed in form-action, which some
 // browsers apply to the redirect after a form post).
-func securityHeaders(w http.ResponseWriter, formTarget string) {
+func securityHeaders(w http.ResponseWriter, formTargets ...string) {
 	formAction := "'self'"
-	if o := origin(formTarget); o != "" {
-		formAction += " " + o
+	for _, t := range formTargets {
+		if o := origin(t); o != "" {
+			formAction += " " + o
+		}
 	}
 	h := w.Header()
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; form-action "+formAction+
@@ -138,7 +143,7 @@ type pageData struct {
 	View       any
 }
 
-func (p *Pages) render(w http.ResponseWriter, status int, name string, d pageData, formTarget string) {
+func (p *Pages) render(w http.ResponseWriter, status int, name string, d pageData, formTargets ...string) {
 	d.StaticBase = p.svc.URL(strings.TrimSuffix(PathStatic, "/"))
 	var buf bytes.Buffer
 	if err := p.tmpl.ExecuteTemplate(&buf, name, d); err != nil {
@@ -146,7 +151,7 @@ func (p *Pages) render(w http.ResponseWriter, status int, name string, d pageDat
 		status, buf = http.StatusInternalServerError, bytes.Buffer{}
 		buf.WriteString("internal error\n")
 	}
-	securityHeaders(w, formTarget)
+	securityHeaders(w, formTargets...)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
@@ -263,7 +268,7 @@ func (p *Pages) loginPage(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, err, http.StatusSeeOther)
 		return
 	}
-	p.render(w, http.StatusOK, "login", pageData{Title: "Sign in", Action: p.svc.URL(PathLogin), View: v}, v.RedirectURI)
+	p.render(w, http.StatusOK, "login", pageData{Title: "Sign in", Action: p.svc.URL(PathLogin), View: v}, append([]string{v.RedirectURI}, v.FormTargets...)...)
 }
 
 // parseForm reads a posted form body, refusing repeated fields (except
@@ -287,6 +292,10 @@ func (p *Pages) loginPost(w http.ResponseWriter, r *http.Request) {
 		p.errorPage(w, http.StatusBadRequest, "The form could not be read.")
 		return
 	}
+	if form.Has("connector") || form.Has("email") {
+		p.federatedStart(w, r, form)
+		return
+	}
 	src, info := p.requestInfo(r)
 	flowHash := hashOrEmpty(cookieValue(r, FlowCookie))
 	res, err := p.svc.Login(r.Context(), oauth.LoginInput{
@@ -302,7 +311,7 @@ func (p *Pages) loginPost(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		p.render(w, lf.Status, "login", pageData{Title: "Sign in", Action: p.svc.URL(PathLogin), View: v,
-			Message: lf.Message, Username: form.Get("username")}, v.RedirectURI)
+			Message: lf.Message, Username: form.Get("username")}, append([]string{v.RedirectURI}, v.FormTargets...)...)
 		return
 	}
 	if err != nil {
@@ -361,4 +370,55 @@ func (p *Pages) static(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, _ = w.Write(p.css)
+}
+
+// --- federated sign-in (identity connectors) ---
+
+// PathCallback is the prefix of the connectors' callback paths
+// (/oauth2/callback/<connector id>).
+const PathCallback = "/oauth2/callback/"
+
+// federatedStart answers a login form that chose a connector (or typed an
+// email for home-realm discovery): 303 to the upstream IdP.
+func (p *Pages) federatedStart(w http.ResponseWriter, r *http.Request, form url.Values) {
+	_, info := p.requestInfo(r)
+	flowHash := hashOrEmpty(cookieValue(r, FlowCookie))
+	loc, err := p.svc.FederatedStart(r.Context(), oauth.FederatedStartInput{
+		ReqID: form.Get("req"), BrowserHash: flowHash, CSRF: form.Get("csrf"),
+		ConnectorID: form.Get("connector"), Email: form.Get("email"), Request: info,
+	})
+	var lf *oauth.LoginFailure
+	if errors.As(err, &lf) {
+		v, verr := p.svc.LoginPage(r.Context(), form.Get("req"), flowHash)
+		if verr != nil {
+			p.fail(w, r, verr, http.StatusSeeOther)
+			return
+		}
+		p.render(w, lf.Status, "login", pageData{Title: "Sign in", Action: p.svc.URL(PathLogin), View: v,
+			Message: lf.Message}, append([]string{v.RedirectURI}, v.FormTargets...)...)
+		return
+	}
+	if err != nil {
+		p.fail(w, r, err, http.StatusSeeOther)
+		return
+	}
+	p.redirect(w, r, loc, http.StatusSeeOther)
+}
+
+// federatedCallback is GET /oauth2/callback/{connector}: the upstream's
+// authorization response. Success rotates the session like a password
+// sign-in; any failure is an error page and sets no cookie.
+func (p *Pages) federatedCallback(w http.ResponseWriter, r *http.Request) {
+	_, info := p.requestInfo(r)
+	res, err := p.svc.FederatedCallback(r.Context(), oauth.FederatedCallbackInput{
+		ConnectorID: r.PathValue("connector"), HTTP: r,
+		BrowserHash: hashOrEmpty(cookieValue(r, FlowCookie)), OldSessionHash: hashOrEmpty(cookieValue(r, SessionCookie)),
+		Request: info,
+	})
+	if err != nil {
+		p.fail(w, r, err, http.StatusSeeOther)
+		return
+	}
+	setCookie(w, SessionCookie, res.SessionID, time.Until(res.SessionExpires))
+	p.next(w, r, res.Step, http.StatusSeeOther)
 }
