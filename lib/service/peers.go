@@ -40,15 +40,10 @@ func (b *Base) Dial(addr, serverName string) (*grpc.ClientConn, error) {
 }
 
 func (b *Base) clientTLS(serverName string) (*tls.Config, error) {
-	if b.tls.pool == nil {
+	if b.tls.caFile == "" {
 		return nil, errors.New("setting tls-ca-file: required to call other services over TLS")
 	}
-	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{b.tls.cert},
-		RootCAs:      b.tls.pool,
-		ServerName:   serverName,
-	}, nil
+	return b.tls.clientConfig(serverName), nil
 }
 
 // openAudit prepares the service's audit producer side: the outbox always

@@ -8,7 +8,6 @@ package service
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,7 +19,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
 	auditv1 "github.com/mcpid/mcpid/gen/go/mcpid/audit/v1"
@@ -46,6 +44,13 @@ type Flags struct {
 	TLSKeyFile      config.SecretFile
 	TLSCAFile       string
 	AuditAddr       string
+	// Etcd access control and transport security (production: see
+	// lib/etcdauth for the per-service users and roles).
+	EtcdUsername     string
+	EtcdPasswordFile config.SecretFile
+	EtcdCAFile       string
+	EtcdCertFile     string
+	EtcdKeyFile      config.SecretFile
 }
 
 // Defaults are per-service default listen addresses.
@@ -70,6 +75,11 @@ func (f *Flags) Register(fs *flag.FlagSet, d Defaults) {
 	fs.Var(&f.TLSKeyFile, "tls-key-file", "gRPC server private key file (PEM)")
 	fs.StringVar(&f.TLSCAFile, "tls-ca-file", "", "CA bundle (PEM) that peer certificates must chain to (clients of this service, and services it calls)")
 	fs.StringVar(&f.AuditAddr, "audit-addr", "", "audit service gRPC address; empty keeps events in this service's outbox until it is set")
+	fs.StringVar(&f.EtcdUsername, "etcd-username", "", "etcd user (mcpid-<service>, created by `mcpid etcd-setup`); empty: no etcd authentication")
+	fs.Var(&f.EtcdPasswordFile, "etcd-password-file", "file holding the etcd user's password")
+	fs.StringVar(&f.EtcdCAFile, "etcd-ca-file", "", "CA bundle (PEM) etcd's server certificate must chain to; set it to reach etcd over TLS")
+	fs.StringVar(&f.EtcdCertFile, "etcd-cert-file", "", "client certificate (PEM) presented to etcd, when etcd requires one")
+	fs.Var(&f.EtcdKeyFile, "etcd-key-file", "private key file (PEM) of etcd-cert-file")
 }
 
 // Validate checks the settings; errors name the setting.
@@ -91,6 +101,15 @@ func (f *Flags) Validate() error {
 	}
 	if f.TLSCAFile != "" && f.TLSCertFile == "" {
 		return errors.New("setting tls-ca-file: needs tls-cert-file and tls-key-file")
+	}
+	if (f.EtcdUsername == "") != (f.EtcdPasswordFile.Path == "") {
+		return errors.New("settings etcd-username and etcd-password-file: give both or neither")
+	}
+	if (f.EtcdCertFile == "") != (f.EtcdKeyFile.Path == "") {
+		return errors.New("settings etcd-cert-file and etcd-key-file: give both or neither")
+	}
+	if f.EtcdCertFile != "" && f.EtcdCAFile == "" {
+		return errors.New("setting etcd-cert-file: needs etcd-ca-file (client certificates only make sense over TLS)")
 	}
 	return nil
 }
@@ -143,12 +162,11 @@ func Open(ctx context.Context, name string, f Flags, logOut io.Writer) (_ *Base,
 	}
 	// The client connects lazily; readiness (etcd answering) is what the
 	// server's health reflects, so a slow etcd does not stop start-up.
-	b.Etcd, err = clientv3.New(clientv3.Config{
-		Endpoints:   f.EtcdEndpoints,
-		DialTimeout: f.EtcdDialTimeout,
-		Logger:      zap.NewNop(),
-		Context:     ctx,
-	})
+	etcdCfg, err := etcdConfig(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	b.Etcd, err = clientv3.New(etcdCfg)
 	if err != nil {
 		return nil, fmt.Errorf("setting etcd-endpoints: %w", err)
 	}
@@ -195,7 +213,7 @@ func (b *Base) ServerConfig(extraUnary []grpc.UnaryServerInterceptor, extraStrea
 			grpc.ChainUnaryInterceptor(unary...),
 			grpc.ChainStreamInterceptor(stream...),
 		},
-		Ready:        []server.Check{EtcdCheck(b.Etcd)},
+		Ready:        []server.Check{EtcdCheckKey(b.Etcd, HealthKey(b.Name))},
 		HTTPHandlers: map[string]http.Handler{"GET /metrics": b.Telemetry.MetricsHandler()},
 		WrapHTTP: func(h http.Handler) http.Handler {
 			return b.Telemetry.HTTPHandler(h, "mcpid-"+b.Name)
@@ -203,60 +221,27 @@ func (b *Base) ServerConfig(extraUnary []grpc.UnaryServerInterceptor, extraStrea
 	}
 }
 
-// EtcdCheck is ready when etcd answers a linearizable read, which needs a
-// quorum: a member cut off from its cluster does not count as ready.
+// EtcdCheck is EtcdCheckKey on "/mcpid/health", a key outside every
+// service's prefix: with etcd auth on (lib/etcdauth) it is refused. Services
+// use EtcdCheckKey with HealthKey.
 func EtcdCheck(cli *clientv3.Client) server.Check {
+	return EtcdCheckKey(cli, "/mcpid/health")
+}
+
+// HealthKey is the key service name's readiness check reads: inside its own
+// prefix, so its etcd role allows it.
+func HealthKey(name string) string { return "/mcpid/" + name + "/health" }
+
+// EtcdCheckKey is ready when etcd answers a linearizable read of key, which
+// needs a quorum: a member cut off from its cluster does not count as ready.
+// A permission error (wrong etcd user) keeps the service unready too.
+func EtcdCheckKey(cli *clientv3.Client, key string) server.Check {
 	return func(ctx context.Context) error {
-		if _, err := cli.Get(ctx, "/mcpid/health", clientv3.WithCountOnly()); err != nil {
+		if _, err := cli.Get(ctx, key, clientv3.WithCountOnly()); err != nil {
 			return fmt.Errorf("etcd: %w", err)
 		}
 		return nil
 	}
-}
-
-// tlsMaterial is the service's certificate and CA bundle, read once at
-// start-up and used both to serve and to call other services.
-type tlsMaterial struct {
-	cert tls.Certificate
-	pool *x509.CertPool // nil without tls-ca-file
-}
-
-func loadTLS(f Flags) (*tlsMaterial, error) {
-	key, err := f.TLSKeyFile.Read()
-	if err != nil {
-		return nil, fmt.Errorf("setting tls-key-file: %w", err)
-	}
-	certPEM, err := os.ReadFile(f.TLSCertFile)
-	if err != nil {
-		return nil, fmt.Errorf("setting tls-cert-file: %w", err)
-	}
-	cert, err := tls.X509KeyPair(certPEM, key)
-	if err != nil {
-		return nil, fmt.Errorf("settings tls-cert-file/tls-key-file: %w", err)
-	}
-	m := &tlsMaterial{cert: cert}
-	if f.TLSCAFile != "" {
-		caPEM, err := os.ReadFile(f.TLSCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("setting tls-ca-file: %w", err)
-		}
-		m.pool = x509.NewCertPool()
-		if !m.pool.AppendCertsFromPEM(caPEM) {
-			return nil, errors.New("setting tls-ca-file: no PEM certificates found")
-		}
-	}
-	return m, nil
-}
-
-func (m *tlsMaterial) serverConfig() *tls.Config {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{m.cert}}
-	if m.pool != nil {
-		cfg.ClientCAs = m.pool
-		// Callers may present a client certificate (services, operators, MCP
-		// servers) or a bearer token; the principal interceptor decides.
-		cfg.ClientAuth = tls.VerifyClientCertIfGiven
-	}
-	return cfg
 }
 
 // Main is a service binary's main: it loads the settings that register
@@ -265,7 +250,7 @@ func (m *tlsMaterial) serverConfig() *tls.Config {
 // status 1 — the only place a service exits. No log.Fatal anywhere else.
 func Main(name string, register func(*flag.FlagSet), complete func(ctx context.Context, logs io.Writer) (*Server, error)) {
 	ctx, stop := signalContext()
-	err := run(ctx, name, os.Args[1:], os.Environ(), os.Stderr, register, complete)
+	err := run(ctx, name, os.Args[1:], os.Environ(), os.Stdout, os.Stderr, register, complete)
 	stop()
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -276,15 +261,19 @@ func Main(name string, register func(*flag.FlagSet), complete func(ctx context.C
 	}
 }
 
-func run(ctx context.Context, name string, args, environ []string, stderr io.Writer,
+func run(ctx context.Context, name string, args, environ []string, stdout, stderr io.Writer,
 	register func(*flag.FlagSet), complete func(context.Context, io.Writer) (*Server, error),
 ) error {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	check := fs.Bool(SelfCheckFlag, false, "print uid, gid and the number of system CA certificates as JSON and exit; fails as root or without CA certificates")
 	register(fs)
 	unknown, err := config.Load(fs, args, environ)
 	if err != nil {
 		return err
+	}
+	if *check {
+		return selfCheck(name, stdout)
 	}
 	srv, err := complete(ctx, stderr)
 	if err != nil {

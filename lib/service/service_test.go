@@ -49,7 +49,7 @@ func TestRunBadSettingStopsStartup(t *testing.T) {
 		t.Fatal("complete called despite a bad setting")
 		return nil, nil
 	}
-	err := run(context.Background(), "svc", nil, []string{"MCPID_ETCD_DIAL_TIMEOUT=fast"}, io.Discard, register, complete)
+	err := run(context.Background(), "svc", nil, []string{"MCPID_ETCD_DIAL_TIMEOUT=fast"}, io.Discard, io.Discard, register, complete)
 	if err == nil || !strings.Contains(err.Error(), "MCPID_ETCD_DIAL_TIMEOUT") {
 		t.Fatalf("run = %v", err)
 	}
