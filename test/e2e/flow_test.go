@@ -1,0 +1,370 @@
+package e2e_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/modelcontextprotocol/go-sdk/auth"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/modelcontextprotocol/go-sdk/oauthex"
+	"golang.org/x/oauth2"
+
+	auditv1 "github.com/mcpid/mcpid/gen/go/mcpid/audit/v1"
+	registrationv1 "github.com/mcpid/mcpid/gen/go/mcpid/registration/v1"
+	tokenv1 "github.com/mcpid/mcpid/gen/go/mcpid/token/v1"
+)
+
+const chromiumPath = "/usr/bin/chromium"
+
+// exchange is one HTTP exchange the MCP client made.
+type exchange struct {
+	method, url string
+	status      int
+	challenge   string
+}
+
+// recorder is the client's transport: it records every exchange so the test
+// can assert the sequence of the MCP authorization dance.
+type recorder struct {
+	mu  sync.Mutex
+	log []exchange
+}
+
+func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.log = append(r.log, exchange{req.Method, req.URL.String(), resp.StatusCode, resp.Header.Get("WWW-Authenticate")})
+	r.mu.Unlock()
+	return resp, nil
+}
+
+func (r *recorder) take() []exchange {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l := r.log
+	r.log = nil
+	return l
+}
+
+// refreshable is the client's token source: the test can make it refresh.
+type refreshable struct {
+	mu  sync.Mutex
+	cfg *oauth2.Config
+	ctx context.Context
+	ts  oauth2.TokenSource
+	cur *oauth2.Token
+}
+
+func (r *refreshable) Token() (*oauth2.Token, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t, err := r.ts.Token()
+	if err == nil {
+		r.cur = t
+	}
+	return t, err
+}
+
+// forceRefresh makes the next Token use the refresh token.
+func (r *refreshable) forceRefresh() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	expired := *r.cur
+	expired.Expiry = time.Now().Add(-time.Minute)
+	r.ts = r.cfg.TokenSource(r.ctx, &expired)
+}
+
+func (r *refreshable) access() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cur.AccessToken
+}
+
+func newBrowser(t *testing.T) context.Context {
+	t.Helper()
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chromiumPath), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"))
+	ctx, cancelCtx := chromedp.NewContext(actx)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 3*time.Minute)
+	t.Cleanup(func() { cancelTimeout(); cancelCtx(); cancelAlloc() })
+	return ctx
+}
+
+// callback is the native client's loopback redirect target.
+func callback(t *testing.T) (string, chan url.Values) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hits := make(chan url.Values, 4)
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits <- r.URL.Query()
+		_, _ = fmt.Fprint(w, `<!DOCTYPE html><p id="done">done</p>`)
+	})}
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return "http://" + lis.Addr().String() + "/callback", hits
+}
+
+// browserFetcher signs in (when asked) and approves the consent page in
+// headless Chromium, and returns what reached the callback.
+func browserFetcher(t *testing.T, bctx context.Context, hits chan url.Values) auth.AuthorizationCodeFetcher {
+	return func(ctx context.Context, args *auth.AuthorizationArgs) (*auth.AuthorizationResult, error) {
+		if err := chromedp.Do(bctx, chromedp.Navigate(args.URL), chromedp.WaitVisible(chromedp.CSS("#login-form, #consent-form"))); err != nil {
+			return nil, fmt.Errorf("authorize page: %w", err)
+		}
+		login, err := chromedp.Run(bctx, chromedp.Evaluate[bool](`document.getElementById("login-form") !== null`))
+		if err != nil {
+			return nil, err
+		}
+		if login {
+			if err := chromedp.Do(bctx,
+				chromedp.SendKeys(chromedp.ID("username"), user),
+				chromedp.SendKeys(chromedp.ID("password"), password),
+				chromedp.Click(chromedp.ID("sign-in")),
+				chromedp.WaitVisible(chromedp.ID("consent-form"))); err != nil {
+				return nil, fmt.Errorf("sign-in: %w", err)
+			}
+		}
+		if err := chromedp.Do(bctx, chromedp.Click(chromedp.ID("approve")), chromedp.WaitVisible(chromedp.ID("done"))); err != nil {
+			return nil, fmt.Errorf("consent: %w", err)
+		}
+		select {
+		case q := <-hits:
+			return &auth.AuthorizationResult{Code: q.Get("code"), State: q.Get("state"), Iss: q.Get("iss")}, nil
+		case <-time.After(10 * time.Second):
+			return nil, fmt.Errorf("the browser never reached the callback")
+		}
+	}
+}
+
+func claimsOf(t *testing.T, jwt string) map[string]any {
+	t.Helper()
+	parts := strings.Split(jwt, ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a JWT: %q", jwt)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestMCPClientEndToEnd runs the official MCP Go SDK client, with its OAuth
+// handler, from nothing to allowed tool calls, once per way of registering.
+func TestMCPClientEndToEnd(t *testing.T) {
+	s := startSystem(t)
+	for _, mode := range []string{"cimd", "dcr", "preregistered"} {
+		t.Run(mode, func(t *testing.T) { runClient(t, s, mode) })
+	}
+}
+
+func runClient(t *testing.T, s *system, mode string) {
+	ctx := t.Context()
+	bctx := newBrowser(t)
+	redirect, hits := callback(t)
+	rec := &recorder{}
+	httpClient := &http.Client{Transport: rec, Timeout: 30 * time.Second}
+	var ts *refreshable
+	cfg := &auth.AuthorizationCodeHandlerConfig{
+		RedirectURL:              redirect,
+		AuthorizationCodeFetcher: browserFetcher(t, bctx, hits),
+		RequestRefreshToken:      true,
+		Client:                   httpClient,
+		NewTokenSource: func(ctx context.Context, c *oauth2.Config, tok *oauth2.Token) (oauth2.TokenSource, error) {
+			ts = &refreshable{cfg: c, ctx: ctx, ts: c.TokenSource(ctx, tok), cur: tok}
+			return ts, nil
+		},
+	}
+	switch mode {
+	case "cimd":
+		path := "/agents/e2e.json"
+		u := "https://" + cimdHost + ":" + s.cimd.URL[strings.LastIndex(s.cimd.URL, ":")+1:] + path
+		s.cimdDocs[path] = `{"client_id":"` + u + `","client_name":"E2E CIMD agent","redirect_uris":["` + redirect + `"],` +
+			`"grant_types":["authorization_code","refresh_token"],"response_types":["code"],"token_endpoint_auth_method":"none"}`
+		cfg.ClientIDMetadataDocumentConfig = &auth.ClientIDMetadataDocumentConfig{URL: u}
+	case "dcr":
+		cfg.DynamicClientRegistrationConfig = &auth.DynamicClientRegistrationConfig{Metadata: &oauthex.ClientRegistrationMetadata{
+			ClientName: "E2E DCR agent", RedirectURIs: []string{redirect}, TokenEndpointAuthMethod: "none",
+			GrantTypes: []string{"authorization_code", "refresh_token"},
+		}}
+	case "preregistered":
+		id := "e2e-preregistered"
+		if _, err := s.regAdmin.CreateClient(ctx, &registrationv1.CreateClientRequest{ClientId: id, Metadata: &registrationv1.ClientMetadata{
+			RedirectUris: []string{redirect}, ClientName: "E2E pre-registered agent",
+			TokenEndpointAuthMethod: registrationv1.TokenEndpointAuthMethod_TOKEN_ENDPOINT_AUTH_METHOD_NONE,
+			GrantTypes:              []registrationv1.GrantType{registrationv1.GrantType_GRANT_TYPE_AUTHORIZATION_CODE, registrationv1.GrantType_GRANT_TYPE_REFRESH_TOKEN},
+		}}); err != nil {
+			t.Fatal(err)
+		}
+		cfg.PreregisteredClient = &oauthex.ClientCredentials{ClientID: id}
+	}
+	handler, err := auth.NewAuthorizationCodeHandler(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, nil)
+	sess, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: s.crmURL, OAuthHandler: handler, HTTPClient: httpClient}, nil)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer sess.Close()
+
+	// list_contacts: the first request is refused 401, the client discovers,
+	// registers, authorizes with PKCE (sign-in and consent in Chromium),
+	// gets a token and retries.
+	res, err := sess.CallTool(ctx, &mcp.CallToolParams{Name: "list_contacts"})
+	if err != nil || res.IsError {
+		t.Fatalf("list_contacts: %v %v", err, res)
+	}
+	first := rec.take()
+	expectSequence(t, first, []step{
+		{http.MethodPost, s.crmURL, http.StatusUnauthorized, `resource_metadata=`},
+		{http.MethodGet, "/.well-known/oauth-protected-resource/mcp", http.StatusOK, ""},
+		{http.MethodGet, s.issuer + "/.well-known/oauth-authorization-server", http.StatusOK, ""},
+		{http.MethodPost, s.issuer + "/oauth2/token", http.StatusOK, ""},
+		{http.MethodPost, s.crmURL, http.StatusOK, ""},
+	})
+	if mode == "dcr" {
+		expectSequence(t, first, []step{{http.MethodPost, s.issuer + "/oauth2/register", http.StatusCreated, ""}})
+	}
+	if sc := claimsOf(t, ts.access())["scope"]; sc != "crm:contacts.read" {
+		t.Fatalf("first token scope %v", sc)
+	}
+
+	// update_deal: 403 insufficient_scope, the client steps up, then the
+	// call is allowed.
+	res, err = sess.CallTool(ctx, &mcp.CallToolParams{Name: "update_deal", Arguments: map[string]any{"id": "d1", "stage": "won"}})
+	if err != nil || res.IsError {
+		t.Fatalf("update_deal after step-up: %v %v", err, res)
+	}
+	expectSequence(t, rec.take(), []step{
+		{http.MethodPost, s.crmURL, http.StatusForbidden, `error="insufficient_scope"`},
+		{http.MethodPost, s.issuer + "/oauth2/token", http.StatusOK, ""},
+		{http.MethodPost, s.crmURL, http.StatusOK, ""},
+	})
+	if sc, _ := claimsOf(t, ts.access())["scope"].(string); !strings.Contains(sc, "crm:deals.write") {
+		t.Fatalf("stepped-up token scope %q", sc)
+	}
+
+	// Refresh: a new access token from the refresh token, still allowed.
+	before := ts.access()
+	ts.forceRefresh()
+	if res, err := sess.CallTool(ctx, &mcp.CallToolParams{Name: "list_contacts"}); err != nil || res.IsError {
+		t.Fatalf("after refresh: %v %v", err, res)
+	}
+	after := ts.access()
+	if after == before {
+		t.Fatal("the token was not refreshed")
+	}
+	rec.take()
+
+	// An operator revokes the grant: within a second the next call is
+	// refused.
+	grant, _ := claimsOf(t, after)["grant_id"].(string)
+	if _, err := s.tokAdmin.RevokeGrants(ctx, &tokenv1.RevokeGrantsRequest{Selector: &tokenv1.RevokeGrantsRequest_GrantId{GrantId: grant}, Reason: "e2e"}); err != nil {
+		t.Fatalf("RevokeGrants: %v", err)
+	}
+	revoked := time.Now()
+	for {
+		req, _ := http.NewRequest(http.MethodPost, s.crmURL, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_contacts"}}`))
+		req.Header.Set("Authorization", "Bearer "+after)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusUnauthorized && strings.Contains(resp.Header.Get("WWW-Authenticate"), `error="invalid_token"`) {
+			break
+		}
+		if time.Since(revoked) > time.Second {
+			t.Fatalf("a revoked grant's token still gets %d after a second", resp.StatusCode)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	checkAudit(t, s, claimsOf(t, after)["client_id"].(string))
+}
+
+type step struct {
+	method, url string
+	status      int
+	challenge   string
+}
+
+// expectSequence checks that want occurs in got in order (other exchanges
+// may come between).
+func expectSequence(t *testing.T, got []exchange, want []step) {
+	t.Helper()
+	i := 0
+	for _, g := range got {
+		if i == len(want) {
+			break
+		}
+		w := want[i]
+		if g.method == w.method && strings.Contains(g.url, w.url) && g.status == w.status && strings.Contains(g.challenge, w.challenge) {
+			i++
+		}
+	}
+	if i < len(want) {
+		t.Fatalf("exchange %+v not found in order in %+v", want[i], got)
+	}
+}
+
+// checkAudit checks that the client's audit trail holds every step in order
+// and that the chain verifies.
+func checkAudit(t *testing.T, s *system, clientID string) {
+	t.Helper()
+	ctx := t.Context()
+	want := []string{"CLIENT_REGISTERED", "LOGIN", "CONSENT_GRANTED", "TOKEN_ISSUED", "POLICY_DECISION", "CONSENT_GRANTED", "TOKEN_ISSUED", "TOKEN_REFRESHED", "GRANT_REVOKED"}
+	var types []string
+	waitFor(t, "audit events", func() bool {
+		types = types[:0]
+		resp, err := s.audit.QueryEvents(ctx, &auditv1.QueryEventsRequest{Order: auditv1.EventOrder_EVENT_ORDER_OLDEST_FIRST, PageSize: 1000})
+		if err != nil {
+			return false
+		}
+		for _, e := range resp.GetEvents() {
+			if e.GetClientId() == clientID {
+				types = append(types, strings.TrimPrefix(e.GetType().String(), "EVENT_TYPE_"))
+			}
+		}
+		i := 0
+		for _, ty := range types {
+			if i < len(want) && strings.Contains(ty, want[i]) {
+				i++
+			}
+		}
+		return i == len(want)
+	})
+	v, err := s.audit.VerifyChain(ctx, &auditv1.VerifyChainRequest{})
+	if err != nil || !v.GetIntact() {
+		t.Fatalf("VerifyChain: %v %v", v, err)
+	}
+}
