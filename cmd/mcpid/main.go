@@ -1,56 +1,47 @@
 // Command mcpid is the mcpid operator CLI. `mcpid dev` runs the whole system
 // on one machine: embedded etcd, the development CA, every service, and the
-// edge router that serves the issuer's OAuth surface on one origin.
+// edge router that serves the issuer's OAuth surface on one origin. The
+// other commands operate a running system over the services' gRPC admin
+// APIs (internal/cli).
 package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
-	"io"
 	"os"
+	"os/exec"
 	"os/signal"
+	"runtime"
 	"syscall"
 
+	"github.com/mcpid/mcpid/cmd/mcpid/internal/cli"
 	"github.com/mcpid/mcpid/cmd/mcpid/internal/dev"
 )
 
-const usage = `mcpid — identity control plane for MCP servers
-
-Usage:
-  mcpid dev [flags]     run every service on one machine (embedded etcd)
-  mcpid help            show this help
-
-Run "mcpid dev -h" for the flags of dev.
-`
-
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr)
+	cwd, _ := os.Getwd()
+	userCfg, _ := os.UserConfigDir()
+	code := cli.Execute(ctx, os.Args[1:], cli.Deps{
+		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
+		Environ: os.Environ(), Cwd: cwd, UserConfigDir: userCfg,
+		OpenBrowser: openBrowser,
+		Dev:         dev.Main,
+	})
 	stop()
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintln(os.Stderr, "error:", err)
-		os.Exit(1)
-	}
+	os.Exit(code)
 }
 
-func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		_, _ = io.WriteString(stderr, usage)
-		return errors.New("no command given")
-	}
-	switch args[0] {
-	case "dev":
-		return dev.Main(ctx, args[1:], environ, stdout, stderr)
-	case "help", "-h", "--help":
-		_, _ = io.WriteString(stdout, usage)
-		return nil
+// openBrowser opens url with the desktop's opener; without one, `mcpid
+// login` has already printed the URL.
+func openBrowser(ctx context.Context, url string) error {
+	var cmd *exec.Cmd
+	switch runtime.GOOS {
+	case "darwin":
+		cmd = exec.CommandContext(ctx, "open", url)
+	case "windows":
+		cmd = exec.CommandContext(ctx, "rundll32", "url.dll,FileProtocolHandler", url)
 	default:
-		_, _ = io.WriteString(stderr, usage)
-		return fmt.Errorf("unknown command %q", args[0])
+		cmd = exec.CommandContext(ctx, "xdg-open", url)
 	}
+	return cmd.Start()
 }

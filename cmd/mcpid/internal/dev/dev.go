@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mcpid/mcpid/cmd/mcpid/internal/cliconfig"
 	"github.com/mcpid/mcpid/lib/config"
 	"github.com/mcpid/mcpid/lib/devca"
 	"github.com/mcpid/mcpid/lib/etcdembed"
@@ -75,11 +76,19 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 
 // Env is a running development environment.
 type Env struct {
-	Issuer   string
-	Public   net.Addr
-	Etcd     []string
-	DataDir  string
-	Services map[string]ServiceAddrs
+	Issuer  string
+	Public  net.Addr
+	Etcd    []string
+	DataDir string
+	// CLIConfig is the CLI configuration file written for this
+	// environment (context "dev", bootstrap admin certificate).
+	CLIConfig string
+	// MCPServers are the example MCP servers running in this environment,
+	// shown in the quick-start. The CRM example (examples/crm) is wired in
+	// here by the lead when it lands: start it beside the services, apply
+	// its policy, and append {Name: "CRM", URL: <its MCP endpoint>}.
+	MCPServers []MCPServer
+	Services   map[string]ServiceAddrs
 	// DemoPassword is the demo user's password (development only).
 	DemoPassword string
 
@@ -87,6 +96,12 @@ type Env struct {
 	done     chan struct{}
 	err      error
 	cleanups []func()
+}
+
+// MCPServer is an example MCP server of the dev environment.
+type MCPServer struct {
+	Name string // e.g. "CRM"
+	URL  string // the MCP endpoint, the resource URI clients use
 }
 
 // ServiceAddrs are a service's listen addresses.
@@ -251,6 +266,10 @@ func Start(ctx context.Context, o Options, logOut io.Writer) (_ *Env, err error)
 		cancel()
 	})
 
+	if err := writeCLIContext(env, ca, pkiDir); err != nil {
+		return nil, err
+	}
+
 	httpClient := &http.Client{Timeout: 2 * time.Second}
 	readyURL := func(name string) string { return "http://" + env.Services[name].HTTP.String() }
 	router := NewRouter(mustURL(readyURL(registrationserver.Name)), mustURL(readyURL(tokenserver.Name)),
@@ -386,9 +405,15 @@ func (e *Env) Wait() error {
 	return e.err
 }
 
-// PrintQuickStart tells a newcomer what runs where.
+// PrintQuickStart tells a newcomer what runs where and what to try first.
+// docs/getting-started.md follows this text: change both together.
 func (e *Env) PrintQuickStart(w io.Writer) {
 	var b strings.Builder
+	cli := "./bin/mcpid"
+	cfgNote := ""
+	if rel, err := filepath.Rel(mustGetwd(), e.CLIConfig); err != nil || rel != filepath.Join(".mcpid", cliconfig.DevFileName) {
+		cfgNote = fmt.Sprintf("  export MCPID_CONFIG=%s   # the CLI finds it alone only when run from the folder of .mcpid\n", e.CLIConfig)
+	}
 	fmt.Fprintf(&b, "\nmcpid dev is running\n\n")
 	fmt.Fprintf(&b, "  issuer (public origin)   %s\n", e.Issuer)
 	fmt.Fprintf(&b, "  metadata                 %s/.well-known/oauth-authorization-server\n", e.Issuer)
@@ -399,9 +424,80 @@ func (e *Env) PrintQuickStart(w io.Writer) {
 		fmt.Fprintf(&b, "  %-24s gRPC %s (mTLS)   HTTP %s\n", name, a.GRPC, a.HTTP)
 	}
 	fmt.Fprintf(&b, "  data and development CA  %s\n", e.DataDir)
-	fmt.Fprintf(&b, "  demo user                %s / %s (operator role admin)\n\n", DemoUser, e.DemoPassword)
+	fmt.Fprintf(&b, "  demo user                %s / %s (operator role admin)\n", DemoUser, e.DemoPassword)
+	fmt.Fprintf(&b, "  CLI configuration        %s (context dev, bootstrap admin certificate)\n\n", e.CLIConfig)
+
+	fmt.Fprintf(&b, "Try it, in another terminal in this folder:\n")
+	b.WriteString(cfgNote)
+	fmt.Fprintf(&b, "  %s clients list                 # the OAuth clients (agents)\n", cli)
+	fmt.Fprintf(&b, "  %s audit tail -f                # watch the audit trail live\n", cli)
+	fmt.Fprintf(&b, "  %s login                        # sign in as %s in the browser (operator token)\n\n", cli, DemoUser)
+
+	if len(e.MCPServers) == 0 {
+		// Placeholder until examples/crm is wired in (see Env.MCPServers).
+		fmt.Fprintf(&b, "MCP servers: none yet (the CRM example server is not wired into mcpid dev yet).\n\n")
+	}
+	for _, s := range e.MCPServers {
+		fmt.Fprintf(&b, "MCP server %s: %s\n", s.Name, s.URL)
+		fmt.Fprintf(&b, "  MCP Inspector:  npx @modelcontextprotocol/inspector, transport Streamable HTTP, URL %s\n", s.URL)
+		fmt.Fprintf(&b, "  Claude Code:    claude mcp add --transport http %s %s\n", strings.ToLower(s.Name), s.URL)
+		fmt.Fprintf(&b, "  The client registers itself, sends you to %s to sign in as %s, and asks your consent.\n\n", e.Issuer, DemoUser)
+	}
 	fmt.Fprintf(&b, "Press Ctrl-C to stop.\n")
 	_, _ = io.WriteString(w, b.String())
+}
+
+func mustGetwd() string {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "."
+	}
+	return wd
+}
+
+// BootstrapOperator is the name in the bootstrap operator certificate that
+// `mcpid dev` issues for the CLI (role admin).
+const BootstrapOperator = "bootstrap"
+
+// writeCLIContext issues the bootstrap operator certificate (dev CA, role
+// admin) and writes the "dev" context of <data>/cli.yaml, keeping a token
+// that `mcpid login` stored there before.
+func writeCLIContext(env *Env, ca *devca.CA, pkiDir string) error {
+	leaf, err := ca.IssueOperator(BootstrapOperator, devca.RoleAdmin)
+	if err != nil {
+		return fmt.Errorf("bootstrap operator certificate: %w", err)
+	}
+	base := "operator-" + BootstrapOperator
+	if err := leaf.Save(pkiDir, base); err != nil {
+		return fmt.Errorf("bootstrap operator certificate: %w", err)
+	}
+	env.CLIConfig = filepath.Join(env.DataDir, cliconfig.DevFileName)
+	err = cliconfig.Update(env.CLIConfig, func(f *cliconfig.File) error {
+		c, ok := f.Contexts[cliconfig.DevContext]
+		if !ok {
+			c = &cliconfig.Context{}
+			f.Contexts[cliconfig.DevContext] = c
+		}
+		if c.Issuer != env.Issuer {
+			c.Login = nil // a token of another issuer is useless here
+		}
+		c.Issuer = env.Issuer
+		c.Registration = env.Services[registrationserver.Name].GRPC.String()
+		c.Token = env.Services[tokenserver.Name].GRPC.String()
+		c.Policy = env.Services[policyserver.Name].GRPC.String()
+		c.Audit = env.Services[auditserver.Name].GRPC.String()
+		c.CAFile = filepath.Join(pkiDir, "ca.crt")
+		c.CertFile = filepath.Join(pkiDir, base+".crt")
+		c.KeyFile = filepath.Join(pkiDir, base+".key")
+		if f.CurrentContext == "" {
+			f.CurrentContext = cliconfig.DevContext
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("CLI configuration: %w", err)
+	}
+	return nil
 }
 
 // DemoUser is the built-in user `mcpid dev` seeds.
