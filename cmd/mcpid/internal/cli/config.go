@@ -19,7 +19,8 @@ func (a *app) devCommand() *cobra.Command {
 		Short: "Run the whole system on one machine (embedded etcd, all services)",
 		Long: `Run mcpid on one machine for development and demos: embedded etcd (data in
 ./.mcpid unless --ephemeral), a development CA, the four services with mTLS,
-and the public origin (the issuer) on http://127.0.0.1:8080. It seeds the demo
+and the public origin (the issuer) on http://127.0.0.1:8080. It starts the example
+CRM MCP server (examples/crm) with its policy, seeds the demo
 user and writes a bootstrap operator certificate and a "dev" context to
 .mcpid/cli.yaml, so mcpid commands run from the same folder work at once.
 It prints a quick-start and runs until Ctrl-C.
@@ -32,6 +33,9 @@ Flags (also MCPID_* variables, or a YAML file with --config):
   --etcd-addr         embedded etcd client address (default 127.0.0.1:2379)
   --log-level         service log level: debug, info, warn, error (default warn)
   --shutdown-timeout  bound on graceful shutdown (default 10s)
+  --crm-addr          example CRM MCP server address (default 127.0.0.1:8090; off)
+  --connectors-file   YAML file of SSO connectors created at start-up (docs/sso.md)
+  --no-password-login turn the built-in password sign-in off (SSO only)
   --config            YAML file of the settings above`,
 		Example: `  mcpid dev
   mcpid dev --ephemeral --addr 127.0.0.1:9090 --etcd-addr 127.0.0.1:0`,

@@ -44,6 +44,13 @@ type Options struct {
 	EtcdAddr        string
 	LogLevel        string
 	ShutdownTimeout time.Duration
+	// CRMAddr is where the example CRM MCP server listens ("" or "off":
+	// not started).
+	CRMAddr string
+	// ConnectorsFile seeds SSO connectors (token service --connectors-file).
+	ConnectorsFile string
+	// NoPasswordLogin turns the built-in password form off.
+	NoPasswordLogin bool
 }
 
 func (o *Options) register(fs *flag.FlagSet) {
@@ -54,6 +61,9 @@ func (o *Options) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.EtcdAddr, "etcd-addr", "127.0.0.1:2379", "embedded etcd client listen address")
 	fs.StringVar(&o.LogLevel, "log-level", "warn", "service log level: debug, info, warn, error")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "bound on graceful shutdown")
+	fs.StringVar(&o.CRMAddr, "crm-addr", "127.0.0.1:8090", `listen address of the example CRM MCP server ("off": do not start it)`)
+	fs.StringVar(&o.ConnectorsFile, "connectors-file", "", "YAML file of SSO connectors to create at start-up (docs/sso.md)")
+	fs.BoolVar(&o.NoPasswordLogin, "no-password-login", false, "turn the built-in password sign-in off (SSO connectors only)")
 }
 
 // Main parses the dev flags and runs until ctx ends.
@@ -83,10 +93,8 @@ type Env struct {
 	// CLIConfig is the CLI configuration file written for this
 	// environment (context "dev", bootstrap admin certificate).
 	CLIConfig string
-	// MCPServers are the example MCP servers running in this environment,
-	// shown in the quick-start. The CRM example (examples/crm) is wired in
-	// here by the lead when it lands: start it beside the services, apply
-	// its policy, and append {Name: "CRM", URL: <its MCP endpoint>}.
+	// MCPServers are the example MCP servers running in this environment
+	// (the CRM example, examples/crm), shown in the quick-start.
 	MCPServers []MCPServer
 	Services   map[string]ServiceAddrs
 	// DemoPassword is the demo user's password (development only).
@@ -192,7 +200,8 @@ func Start(ctx context.Context, o Options, logOut io.Writer) (_ *Env, err error)
 		return nil, err
 	}
 	env.DemoPassword = demoPassword
-	plan := devPlan{dataDir: dataDir, issuer: env.Issuer, demoPasswordFile: demoPasswordFile, grpc: map[string]string{}}
+	plan := devPlan{dataDir: dataDir, issuer: env.Issuer, demoPasswordFile: demoPasswordFile, grpc: map[string]string{},
+		connectorsFile: o.ConnectorsFile, noPasswordLogin: o.NoPasswordLogin}
 	order := []string{auditserver.Name, policyserver.Name, registrationserver.Name, tokenserver.Name}
 	for _, name := range order {
 		addr, err := freeLoopbackAddr(ctx)
@@ -266,6 +275,21 @@ func Start(ctx context.Context, o Options, logOut io.Writer) (_ *Env, err error)
 		cancel()
 	})
 
+	// The example CRM MCP server, stopped before the services it calls.
+	if o.CRMAddr != "" && o.CRMAddr != "off" {
+		crmLis, err := lc.Listen(ctx, "tcp", o.CRMAddr)
+		if err != nil {
+			return nil, fmt.Errorf("setting crm-addr: cannot listen on %s (choose another with --crm-addr, or off): %w", o.CRMAddr, err)
+		}
+		crmURL, stopCRM, err := startCRM(ctx, crmLis, ca, env.Issuer, plan.grpc[policyserver.Name], logOut)
+		if err != nil {
+			_ = crmLis.Close()
+			return nil, err
+		}
+		env.cleanups = append(env.cleanups, stopCRM)
+		env.MCPServers = append(env.MCPServers, MCPServer{Name: "CRM", URL: crmURL})
+	}
+
 	if err := writeCLIContext(env, ca, pkiDir); err != nil {
 		return nil, err
 	}
@@ -322,6 +346,8 @@ type devPlan struct {
 	issuer           string
 	demoPasswordFile string
 	grpc             map[string]string // service name → gRPC address
+	connectorsFile   string
+	noPasswordLogin  bool
 }
 
 // complete builds one service's configuration for development.
@@ -338,11 +364,16 @@ func (p devPlan) complete(ctx context.Context, name string, f service.Flags, tls
 			TokenAddr:           p.grpc[tokenserver.Name],
 		}.Complete(ctx)
 	case policyserver.Name:
-		return policyserver.Config{Flags: f, GatewayTLS: tlsCfg, LogOutput: logOut, Issuer: p.issuer}.Complete(ctx)
+		return policyserver.Config{
+			Flags: f, GatewayTLS: tlsCfg, LogOutput: logOut,
+			Issuer:    p.issuer,
+			TokenAddr: p.grpc[tokenserver.Name],
+		}.Complete(ctx)
 	case registrationserver.Name:
 		return registrationserver.Config{
 			Flags: f, GatewayTLS: tlsCfg, LogOutput: logOut,
-			Issuer: p.issuer,
+			Issuer:    p.issuer,
+			TokenAddr: p.grpc[tokenserver.Name],
 			// The edge router forwards from loopback: its X-Forwarded-For
 			// entry is the client's real address.
 			TrustedProxies: config.StringList{"127.0.0.1/32", "::1/128"},
@@ -364,6 +395,8 @@ func (p devPlan) complete(ctx context.Context, name string, f service.Flags, tls
 			TrustedProxies:   config.StringList{"127.0.0.1/32", "::1/128"},
 			SeedUser:         DemoUser,
 			SeedPasswordFile: config.SecretFile{Path: p.demoPasswordFile},
+			ConnectorsFile:   config.SecretFile{Path: p.connectorsFile},
+			NoPasswordLogin:  p.noPasswordLogin,
 		}.Complete(ctx)
 	}
 	return nil, fmt.Errorf("unknown service %q", name)
@@ -433,10 +466,6 @@ func (e *Env) PrintQuickStart(w io.Writer) {
 	fmt.Fprintf(&b, "  %s audit tail -f                # watch the audit trail live\n", cli)
 	fmt.Fprintf(&b, "  %s login                        # sign in as %s in the browser (operator token)\n\n", cli, DemoUser)
 
-	if len(e.MCPServers) == 0 {
-		// Placeholder until examples/crm is wired in (see Env.MCPServers).
-		fmt.Fprintf(&b, "MCP servers: none yet (the CRM example server is not wired into mcpid dev yet).\n\n")
-	}
 	for _, s := range e.MCPServers {
 		fmt.Fprintf(&b, "MCP server %s: %s\n", s.Name, s.URL)
 		fmt.Fprintf(&b, "  MCP Inspector:  npx @modelcontextprotocol/inspector, transport Streamable HTTP, URL %s\n", s.URL)
