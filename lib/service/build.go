@@ -116,6 +116,11 @@ func New(ctx context.Context, spec Spec) (_ *Server, err error) {
 		[]grpc.StreamServerInterceptor{authz.StreamServerInterceptor()},
 	)
 	cfg.GatewayTLS = spec.GatewayTLS
+	if cfg.GatewayTLS == nil && base.tls != nil && base.tls.caFile != "" {
+		// A service binary has no caller to hand it one: derive it from
+		// the CA bundle, so the binaries serve their REST routes with TLS.
+		cfg.GatewayTLS = base.gatewayTLS(spec.Name)
+	}
 	cfg.Allowlist = authz
 	cfg.RegisterGRPC = setup.Register
 	cfg.Gateway = setup.Gateway

@@ -14,7 +14,12 @@ import (
 	"github.com/mcpid/mcpid/lib/auditemit"
 )
 
-// Dial connects to another mcpid service. With TLS configured the
+// Dial connects to another mcpid service. addr is one host:port, a
+// comma-separated list of replicas' host:port, or a gRPC target such as
+// dns:///name:port; calls are spread round robin over every address,
+// replicas reporting NOT_SERVING are skipped, unary calls get
+// DefaultCallTimeout unless the caller set a deadline, and only
+// IdempotentMethods are retried, on UNAVAILABLE (balance.go). With TLS configured the
 // connection presents this service's certificate (its identity to the
 // peer's allowlist) and verifies the peer as serverName against the CA
 // bundle; without TLS it is plaintext (tests, never production). The
@@ -28,15 +33,29 @@ func (b *Base) Dial(addr, serverName string) (*grpc.ClientConn, error) {
 		}
 		creds = credentials.NewTLS(cfg)
 	}
-	conn, err := grpc.NewClient(addr,
+	target, balance, err := dialOptions(addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s at %s: %w", serverName, addr, err)
+	}
+	conn, err := grpc.NewClient(target, append(balance,
 		grpc.WithTransportCredentials(creds),
 		b.Telemetry.GRPCClientOption(),
-	)
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s at %s: %w", serverName, addr, err)
 	}
 	b.conns = append(b.conns, conn)
 	return conn, nil
+}
+
+// gatewayTLS is the in-process gateway's client TLS config: it verifies
+// this service's own certificate as name against the current CA bundle
+// (reloaded like every other peer check) and presents no certificate, as
+// lib/server requires of the gateway.
+func (b *Base) gatewayTLS(name string) *tls.Config {
+	cfg := b.tls.clientConfig(name)
+	cfg.GetClientCertificate = nil
+	return cfg
 }
 
 func (b *Base) clientTLS(serverName string) (*tls.Config, error) {

@@ -1,0 +1,8 @@
+// Package cluster is the scale-out and fault harness (`make test-cluster`):
+// a 3-member etcd cluster and two replicas of every service as separate
+// processes on loopback, behind an edge router, under continuous load while
+// the etcd leader and then one replica of each service are killed. Its test
+// then checks what clients were told against what the system kept.
+//
+// The package itself holds the edge router; the harness is its test.
+package cluster
