@@ -20,9 +20,9 @@ GOLANGCI_LINT_VERSION      := v2.15.0
 
 # Every Go module of the workspace. `go test ./...` at the go.work root does
 # not reach nested modules, so each is listed here.
-MODULES      := gen lib services/registration services/token services/policy services/audit cmd/mcpid sdk/mcpguard examples/crm deploy
+MODULES      := gen lib services/registration services/token services/policy services/audit cmd/mcpid sdk/mcpguard examples/crm test/e2e deploy
 # Modules whose tests run with the race detector.
-RACE_MODULES := lib services/registration services/token services/policy services/audit cmd/mcpid sdk/mcpguard examples/crm
+RACE_MODULES := lib services/registration services/token services/policy services/audit cmd/mcpid sdk/mcpguard examples/crm test/e2e
 SERVICES     := registration token policy audit
 
 FILTER ?=
@@ -189,3 +189,21 @@ images: ## Build the four service images as OCI tars in bin/images (no Docker en
 .PHONY: chart
 chart: ## Render the Helm chart with default and example values and decode every object strictly (deploy module tests).
 	@cd deploy && go test -count=1 ./chart/...
+
+##@ Cluster
+
+# The scale-out and fault harness (test/cluster, kept out of MODULES so that
+# `make test` does not run it): the service binaries and an etcd member
+# helper, 3 etcd members and 2 replicas of each service as processes on
+# loopback, load while the etcd leader and one replica of each service are
+# killed. Prints its figures (docs/BENCHMARKS.md keeps a run's).
+CLUSTER_FIGURES ?= $(BIN)/cluster-figures.txt
+
+.PHONY: test-cluster
+test-cluster: build ## Run the cluster harness: 3 etcd members, 2 replicas per service, leader and replica kills under load.
+	@cd test/cluster && GOWORK=off go build -o $(BIN)/etcdmember ./cmd/etcdmember
+	@echo ">> vet + golangci-lint test/cluster"
+	@cd test/cluster && go vet ./... && golangci-lint run ./...
+	@echo ">> go test test/cluster"
+	@cd test/cluster && MCPID_BIN=$(BIN) CLUSTER_FIGURES=$(CLUSTER_FIGURES) go test -count=1 -timeout 4m -v -run TestClusterScaleOutAndFaults ./... 2>&1 | grep -v '^=== ' ; \
+	  status=$${PIPESTATUS[0]}; [ -f $(CLUSTER_FIGURES) ] && cat $(CLUSTER_FIGURES); exit $$status

@@ -39,7 +39,12 @@ type Config struct {
 	// Policy is a connection to the policy service authenticated as
 	// Resource (its MCP-server mTLS certificate). Required.
 	Policy grpc.ClientConnInterface
-	// Revocations is the token service's revocation feed (optional; see
+	// Token is a connection to the token service authenticated as Resource
+	// (the same MCP-server certificate): the guard follows the revocation
+	// feed of the CRM through it, so a revoked grant stops working within
+	// a second (see mcpguard.Config.Token). Optional but recommended.
+	Token grpc.ClientConnInterface
+	// Revocations overrides the feed Token gives (see
 	// mcpguard.Config.Revocations).
 	Revocations mcpguard.Revocations
 	// JWKSURL overrides Issuer + /oauth2/jwks.
@@ -62,6 +67,7 @@ func GuardConfig(c Config) mcpguard.Config {
 		Issuer:        c.Issuer,
 		JWKSURL:       c.JWKSURL,
 		Policy:        c.Policy,
+		Token:         c.Token,
 		Revocations:   c.Revocations,
 		DisplayName:   "Acme CRM",
 		ServerVersion: Version,
@@ -119,17 +125,21 @@ func (s *Server) Guard() *mcpguard.Guard { return s.guard }
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Run publishes the manifest (in the background, retrying until the policy
-// service takes it) and serves on lis until ctx ends, then shuts down
-// within 5 s.
+// service takes it), follows the revocation feed when Config.Token is set,
+// and serves on lis until ctx ends, then shuts down within 5 s.
 func (s *Server) Run(ctx context.Context, lis net.Listener) error {
 	defer s.guard.Close()
-	pubCtx, cancelPub := context.WithCancel(ctx)
-	defer cancelPub()
+	guardCtx, cancelGuard := context.WithCancel(ctx)
+	guardDone := make(chan struct{})
 	go func() {
-		if err := s.guard.Run(pubCtx); err != nil && !errors.Is(err, context.Canceled) {
-			s.log.Error("crm: manifest not published", "error", err)
+		defer close(guardDone)
+		if err := s.guard.Run(guardCtx); err != nil && !errors.Is(err, context.Canceled) {
+			// The manifest was refused: the feed stops too, so requests
+			// fail closed until the server is fixed and restarted.
+			s.log.Error("crm: guard stopped", "error", err)
 		}
 	}()
+	defer func() { cancelGuard(); <-guardDone }()
 	srv := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()

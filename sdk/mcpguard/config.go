@@ -67,7 +67,8 @@ type Tool struct {
 }
 
 // Revocations is what the guard needs from the token service's revocation
-// feed: lib/revocationfeed's Follower fits it through FollowerRevocations.
+// feed. Config.Token gives the guard its own (lib/revocationfeed's Follower
+// of this resource); implement it only to replace that.
 type Revocations interface {
 	// Ready reports whether the feed is synced and not silent too long;
 	// while it is false every request is refused with 503 (fail closed).
@@ -102,8 +103,18 @@ type Config struct {
 	// a client_credentials token with aud=urn:mcpid:policy). One connection
 	// is shared by every request. Required.
 	Policy grpc.ClientConnInterface
-	// Revocations, when set, is consulted on every request; nil leaves
-	// revocation to the policy service, which checks it on every tools/call.
+	// Token is a connection to the token service authenticated as this
+	// resource (the same mTLS MCP-server certificate as Policy). When set,
+	// Run follows the token service's revocation feed for Resource, and a
+	// token whose grant, jti, user, client or resource was revoked is
+	// refused with 401 invalid_token on every request, within the feed's
+	// propagation delay. Until the feed is listed (before Run, or while it
+	// is silent longer than revocationfeed.DefaultMaxSilence) every request
+	// is refused with 503 (fail closed).
+	Token grpc.ClientConnInterface
+	// Revocations overrides the feed Token would give (embedding, tests).
+	// With neither, revocation is left to the policy service, which checks
+	// it on tools/call only — and a cached ALLOW lives up to MaxCacheTTL.
 	Revocations Revocations
 
 	// DisplayName and ServerVersion go into the manifest.

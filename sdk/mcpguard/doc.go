@@ -9,7 +9,8 @@
 //     URL of the canonical resource (and at the root only when the resource
 //     has no path), with CORS;
 //   - local access-token verification (JWKS cache, typ at+jwt, issuer,
-//     audience = this resource, expiry, the revocation feed), answering 401
+//     audience = this resource, expiry, the token service's revocation feed
+//     for this resource when Config.Token is set), answering 401
 //     with `WWW-Authenticate: Bearer resource_metadata="…", scope="…"` (plus
 //     `error="invalid_token"` when a token was presented); tokens in query
 //     strings are refused;
@@ -22,8 +23,8 @@
 //   - `Mcp-Method` / `Mcp-Name` headers checked against the body;
 //   - the caller (user, client, scopes) handed to the tool handler
 //     (CallerFromRequest);
-//   - the server's tool manifest published for its own resource at start-up
-//     (Run).
+//   - the server's tool manifest published for its own resource at start-up,
+//     and the revocation feed followed (Run).
 //
 // See docs/mcpguard.md for a walk-through.
 package mcpguard

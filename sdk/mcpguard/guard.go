@@ -13,12 +13,14 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	policyv1 "github.com/mcpid/mcpid/gen/go/mcpid/policy/v1"
+	"github.com/mcpid/mcpid/lib/revocationfeed"
 )
 
 // Guard protects one MCP server (one resource). It is safe for concurrent
 // use.
 type Guard struct {
 	cfg          Config
+	feed         *revocationfeed.Follower // nil unless Config.Token is used
 	verifier     *tokenVerifier
 	decider      *decider
 	metaPath     string
@@ -27,11 +29,18 @@ type Guard struct {
 }
 
 // New checks cfg and builds a guard. It does not contact anything: call Run
-// to publish the manifest.
+// to publish the manifest and follow the revocation feed.
 func New(cfg Config) (*Guard, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
+	}
+	var feed *revocationfeed.Follower
+	if cfg.Token != nil && cfg.Revocations == nil {
+		if feed, err = newFeed(cfg); err != nil {
+			return nil, err
+		}
+		cfg.Revocations = feedRevocations{feed}
 	}
 	v, err := newTokenVerifier(cfg)
 	if err != nil {
@@ -40,6 +49,7 @@ func New(cfg Config) (*Guard, error) {
 	metaPath, resourcePath := metadataPaths(cfg.Resource)
 	return &Guard{
 		cfg:          cfg,
+		feed:         feed,
 		verifier:     v,
 		decider:      newDecider(cfg),
 		metaPath:     metaPath,

@@ -1,7 +1,9 @@
 package mcpguard_test
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
@@ -10,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	policyv1 "github.com/mcpid/mcpid/gen/go/mcpid/policy/v1"
 	"github.com/mcpid/mcpid/sdk/mcpguard"
 )
 
@@ -166,6 +169,71 @@ func TestRevocationFeed(t *testing.T) {
 	e.revs.notReady.Store(true)
 	if r := e.rpc(e.token("crm:contacts.read", func(c map[string]any) { c["grant_id"] = "grant-2" }), "tools/call", call("list_contacts", nil)); r.code != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" {
 		t.Fatalf("feed not ready: %d %v", r.code, r.header)
+	}
+}
+
+// With Config.Token the guard follows the token service's feed: until it
+// is listed every request is refused with 503 (fail closed), while Run
+// still publishes the manifest; Run returns when its context ends. (The
+// feed refusing a revoked grant's token with 401 is proven against the real
+// token service by test/e2e.)
+func TestTokenFeedFailsClosed(t *testing.T) {
+	e := startEnv(t, func(o *envOpts) { o.tokenAddr = "127.0.0.1:1" })
+	tok := e.token("crm:contacts.read")
+	notReady := func(when string) {
+		t.Helper()
+		r := e.rpc(tok, "tools/call", call("list_contacts", nil))
+		if r.code != http.StatusServiceUnavailable || r.header.Get("Retry-After") != "1" {
+			t.Fatalf("%s: %d %v %s", when, r.code, r.header, r.body)
+		}
+		if e.lastCall.Load() != nil {
+			t.Fatalf("%s: the tool ran", when)
+		}
+	}
+	notReady("before Run")
+
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- e.guard.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m, err := e.polAdmin.GetManifest(t.Context(), &policyv1.GetManifestRequest{Resource: e.resource})
+		if err == nil && len(m.GetManifest().GetTools()) == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Run did not publish the manifest: %v %v", m, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	notReady("token service unreachable")
+	select {
+	case err := <-done:
+		t.Fatalf("Run returned while following the feed: %v", err)
+	default:
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after its context ended")
+	}
+}
+
+// Config.Revocations overrides the feed of Config.Token.
+func TestRevocationsOverrideToken(t *testing.T) {
+	e := startEnv(t, func(o *envOpts) { o.tokenAddr = "127.0.0.1:1"; o.keepRevs = true })
+	tok := e.token("crm:contacts.read")
+	if r := e.rpc(tok, "tools/call", call("list_contacts", nil)); r.code != http.StatusOK {
+		t.Fatalf("override ready: %d %s", r.code, r.body)
+	}
+	e.revs.revoke("grant-1")
+	if r := e.rpc(tok, "tools/call", call("list_contacts", nil)); r.code != http.StatusUnauthorized ||
+		!strings.Contains(r.header.Get("WWW-Authenticate"), `error="invalid_token"`) {
+		t.Fatalf("override revoked: %d %v", r.code, r.header)
 	}
 }
 

@@ -74,6 +74,12 @@ type envOpts struct {
 	policyAddr string // when set, dial this instead (an unreachable policy service)
 	timeout    time.Duration
 	noCache    bool
+	// tokenAddr, when set, is the token service the guard follows the
+	// revocation feed of (Config.Token); the guard then runs the feed only
+	// when the test calls Run. keepRevs keeps Config.Revocations (the
+	// fake) as an override.
+	tokenAddr string
+	keepRevs  bool
 }
 
 func startEnv(t testing.TB, opts ...func(*envOpts)) *env {
@@ -129,6 +135,20 @@ func startEnv(t testing.TB, opts ...func(*envOpts)) *env {
 	if o.noCache {
 		cfg.MaxCacheTTL = -1
 	}
+	follows := false
+	if o.tokenAddr != "" {
+		tconn, err := grpc.NewClient(o.tokenAddr,
+			grpc.WithTransportCredentials(credentials.NewTLS(devca.ClientTLSConfig(pki.CA.Pool(), pki.AsMCPServer(t, e.resource), "token"))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = tconn.Close() })
+		cfg.Token = tconn
+		if !o.keepRevs {
+			cfg.Revocations = nil
+			follows = true
+		}
+	}
 	g, err := mcpguard.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -138,8 +158,10 @@ func startEnv(t testing.TB, opts ...func(*envOpts)) *env {
 	if e.polAdmin != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := g.Run(ctx); err != nil {
-			t.Fatal(err)
+		if !follows {
+			if err := g.Run(ctx); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if _, err := e.polAdmin.PutPolicy(ctx, &policyv1.PutPolicyRequest{Policy: &policyv1.Policy{Resource: e.resource, DisplayName: "Test CRM"}}); err != nil {
 			t.Fatal(err)

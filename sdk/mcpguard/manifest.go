@@ -3,6 +3,7 @@ package mcpguard
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -44,11 +45,37 @@ func (g *Guard) Publish(ctx context.Context) (*policyv1.PublishManifestResponse,
 	return resp, nil
 }
 
-// Run publishes the manifest at start-up, retrying (with backoff up to
-// DefaultPublishInterval × 16) while the policy service cannot take it, and
-// returns once it is published or ctx ends. A manifest the policy service
-// rejects as invalid is returned as an error at once: retrying cannot help.
+// Run publishes the manifest at start-up and, when Config.Token is set (and
+// Config.Revocations is not), follows the token service's revocation feed
+// for this resource. Publishing retries (with backoff up to
+// DefaultPublishInterval × 16) while the policy service cannot take it; a
+// manifest the policy service rejects as invalid is returned as an error at
+// once (retrying cannot help), which also stops the feed, so requests then
+// fail closed. Without the feed Run returns once the manifest is published;
+// with it Run returns when ctx ends, with ctx's error. Call it once.
 func (g *Guard) Run(ctx context.Context) error {
+	if g.feed == nil {
+		return g.publishLoop(ctx)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	feedDone := make(chan error, 1)
+	go func() { feedDone <- g.feed.Run(ctx) }()
+	if err := g.publishLoop(ctx); err != nil {
+		cancel()
+		// The feed ends with ctx's error; the publish error is the one
+		// to report.
+		if ferr := <-feedDone; ferr != nil && !errors.Is(ferr, context.Canceled) {
+			g.cfg.Logger.Warn("mcpguard: revocation feed stopped", "error", ferr)
+		}
+		return err
+	}
+	return <-feedDone
+}
+
+// publishLoop publishes the manifest, retrying until it is taken, rejected,
+// or ctx ends.
+func (g *Guard) publishLoop(ctx context.Context) error {
 	wait := DefaultPublishInterval / 4
 	for {
 		resp, err := g.Publish(ctx)

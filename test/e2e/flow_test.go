@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -36,6 +38,7 @@ type exchange struct {
 // recorder is the client's transport: it records every exchange so the test
 // can assert the sequence of the MCP authorization dance.
 type recorder struct {
+	t   *testing.T
 	mu  sync.Mutex
 	log []exchange
 }
@@ -46,6 +49,7 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	r.mu.Lock()
+	r.t.Logf("client: %s %s -> %d %s", req.Method, req.URL, resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
 	r.log = append(r.log, exchange{req.Method, req.URL.String(), resp.StatusCode, resp.Header.Get("WWW-Authenticate")})
 	r.mu.Unlock()
 	return resp, nil
@@ -103,8 +107,13 @@ func newBrowser(t *testing.T) context.Context {
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"))
 	ctx, cancelCtx := chromedp.NewContext(actx)
-	ctx, cancelTimeout := context.WithTimeout(ctx, 3*time.Minute)
-	t.Cleanup(func() { cancelTimeout(); cancelCtx(); cancelAlloc() })
+	t.Cleanup(func() { cancelCtx(); cancelAlloc() })
+	// Start the browser on this long-lived context: the first Run allocates
+	// it, and a browser allocated under a step's timeout would close with
+	// that step.
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
 	return ctx
 }
 
@@ -117,6 +126,11 @@ func callback(t *testing.T) (string, chan url.Values) {
 	}
 	hits := make(chan url.Values, 4)
 	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Only the redirect itself: Chromium also asks for /favicon.ico.
+		if r.URL.Path != "/callback" {
+			http.NotFound(w, r)
+			return
+		}
 		hits <- r.URL.Query()
 		_, _ = fmt.Fprint(w, `<!DOCTYPE html><p id="done">done</p>`)
 	})}
@@ -127,10 +141,27 @@ func callback(t *testing.T) (string, chan url.Values) {
 
 // browserFetcher signs in (when asked) and approves the consent page in
 // headless Chromium, and returns what reached the callback.
-func browserFetcher(t *testing.T, bctx context.Context, hits chan url.Values) auth.AuthorizationCodeFetcher {
+func browserFetcher(t *testing.T, bctx context.Context, hits chan url.Values, resource string) auth.AuthorizationCodeFetcher {
 	return func(ctx context.Context, args *auth.AuthorizationArgs) (*auth.AuthorizationResult, error) {
-		if err := chromedp.Do(bctx, chromedp.Navigate(args.URL), chromedp.WaitVisible(chromedp.CSS("#login-form, #consent-form"))); err != nil {
+		// One sign-in and consent takes well under a second; a page that
+		// never shows what the test waits for fails the step, not the run.
+		bctx, cancel := context.WithTimeout(bctx, 30*time.Second)
+		defer cancel()
+		t.Logf("browser: %s", args.URL)
+		// Authorization code with PKCE (S256), bound to the CRM (RFC 8707).
+		au, err := url.Parse(args.URL)
+		if err != nil {
+			return nil, err
+		}
+		if q := au.Query(); q.Get("response_type") != "code" || q.Get("code_challenge_method") != "S256" || q.Get("code_challenge") == "" ||
+			q.Get("resource") != resource || q.Get("state") == "" {
+			return nil, fmt.Errorf("authorization request without PKCE, state or resource: %s", args.URL)
+		}
+		if err := chromedp.Do(bctx, chromedp.Navigate(args.URL), chromedp.WaitVisible(chromedp.CSS("#login-form, #consent-form, #error-message"))); err != nil {
 			return nil, fmt.Errorf("authorize page: %w", err)
+		}
+		if msg, _ := chromedp.Run(bctx, chromedp.Evaluate[string](`(document.getElementById("error-message")||{}).innerText || ""`)); msg != "" {
+			return nil, fmt.Errorf("authorize page shows an error: %s", msg)
 		}
 		login, err := chromedp.Run(bctx, chromedp.Evaluate[bool](`document.getElementById("login-form") !== null`))
 		if err != nil {
@@ -187,12 +218,12 @@ func runClient(t *testing.T, s *system, mode string) {
 	ctx := t.Context()
 	bctx := newBrowser(t)
 	redirect, hits := callback(t)
-	rec := &recorder{}
+	rec := &recorder{t: t}
 	httpClient := &http.Client{Transport: rec, Timeout: 30 * time.Second}
 	var ts *refreshable
 	cfg := &auth.AuthorizationCodeHandlerConfig{
 		RedirectURL:              redirect,
-		AuthorizationCodeFetcher: browserFetcher(t, bctx, hits),
+		AuthorizationCodeFetcher: browserFetcher(t, bctx, hits, s.crmURL),
 		RequestRefreshToken:      true,
 		Client:                   httpClient,
 		NewTokenSource: func(ctx context.Context, c *oauth2.Config, tok *oauth2.Token) (oauth2.TokenSource, error) {
@@ -204,8 +235,8 @@ func runClient(t *testing.T, s *system, mode string) {
 	case "cimd":
 		path := "/agents/e2e.json"
 		u := "https://" + cimdHost + ":" + s.cimd.URL[strings.LastIndex(s.cimd.URL, ":")+1:] + path
-		s.cimdDocs[path] = `{"client_id":"` + u + `","client_name":"E2E CIMD agent","redirect_uris":["` + redirect + `"],` +
-			`"grant_types":["authorization_code","refresh_token"],"response_types":["code"],"token_endpoint_auth_method":"none"}`
+		s.setCIMD(path, `{"client_id":"`+u+`","client_name":"E2E CIMD agent","redirect_uris":["`+redirect+`"],`+
+			`"grant_types":["authorization_code","refresh_token"],"response_types":["code"],"token_endpoint_auth_method":"none"}`)
 		cfg.ClientIDMetadataDocumentConfig = &auth.ClientIDMetadataDocumentConfig{URL: u}
 	case "dcr":
 		cfg.DynamicClientRegistrationConfig = &auth.DynamicClientRegistrationConfig{Metadata: &oauthex.ClientRegistrationMetadata{
@@ -241,17 +272,41 @@ func runClient(t *testing.T, s *system, mode string) {
 	if err != nil || res.IsError {
 		t.Fatalf("list_contacts: %v %v", err, res)
 	}
-	first := rec.take()
-	expectSequence(t, first, []step{
-		{http.MethodPost, s.crmURL, http.StatusUnauthorized, `resource_metadata=`},
-		{http.MethodGet, "/.well-known/oauth-protected-resource/mcp", http.StatusOK, ""},
+	discovery := []step{
+		{http.MethodPost, s.crmURL, http.StatusUnauthorized, `resource_metadata="` + s.crmMetadataURL() + `", scope="crm:contacts.read"`},
+		{http.MethodGet, s.crmMetadataURL(), http.StatusOK, ""},
 		{http.MethodGet, s.issuer + "/.well-known/oauth-authorization-server", http.StatusOK, ""},
-		{http.MethodPost, s.issuer + "/oauth2/token", http.StatusOK, ""},
-		{http.MethodPost, s.crmURL, http.StatusOK, ""},
-	})
-	if mode == "dcr" {
-		expectSequence(t, first, []step{{http.MethodPost, s.issuer + "/oauth2/register", http.StatusCreated, ""}})
 	}
+	if mode == "dcr" {
+		discovery = append(discovery, step{http.MethodPost, s.issuer + "/oauth2/register", http.StatusCreated, ""})
+	}
+	expectSequence(t, rec.take(), append(discovery,
+		step{http.MethodPost, s.issuer + "/oauth2/token", http.StatusOK, ""},
+		step{http.MethodPost, s.crmURL, http.StatusOK, ""},
+	))
+	if mode == "cimd" && s.cimdFetches.Load() == 0 {
+		t.Fatal("the registration service never fetched the CIMD document")
+	}
+	if aud := claimsOf(t, ts.access())["aud"]; aud != s.crmURL && !slices.Equal(anyStrings(aud), []string{s.crmURL}) {
+		t.Fatalf("token audience %v, want %s", aud, s.crmURL)
+	}
+	firstClient, _ := claimsOf(t, ts.access())["client_id"].(string)
+	if mode != "dcr" && firstClient != cfgClientID(cfg) {
+		t.Fatalf("token client_id %q, want %q", firstClient, cfgClientID(cfg))
+	}
+	// tools/list shows only what the token may call.
+	tools, err := sess.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatalf("tools/list: %v", err)
+	}
+	var names []string
+	for _, tl := range tools.Tools {
+		names = append(names, tl.Name)
+	}
+	if !slices.Contains(names, "list_contacts") || slices.Contains(names, "update_deal") || slices.Contains(names, "export_contacts") {
+		t.Fatalf("tools/list with crm:contacts.read: %v", names)
+	}
+	rec.take()
 	if sc := claimsOf(t, ts.access())["scope"]; sc != "crm:contacts.read" {
 		t.Fatalf("first token scope %v", sc)
 	}
@@ -262,12 +317,17 @@ func runClient(t *testing.T, s *system, mode string) {
 	if err != nil || res.IsError {
 		t.Fatalf("update_deal after step-up: %v %v", err, res)
 	}
-	expectSequence(t, rec.take(), []step{
-		{http.MethodPost, s.crmURL, http.StatusForbidden, `error="insufficient_scope"`},
-		{http.MethodPost, s.issuer + "/oauth2/token", http.StatusOK, ""},
-		{http.MethodPost, s.crmURL, http.StatusOK, ""},
-	})
-	if sc, _ := claimsOf(t, ts.access())["scope"].(string); !strings.Contains(sc, "crm:deals.write") {
+	stepUp := []step{{http.MethodPost, s.crmURL, http.StatusForbidden,
+		`error="insufficient_scope", scope="crm:deals.write", resource_metadata="` + s.crmMetadataURL() + `"`}}
+	if mode == "dcr" {
+		// The SDK registers again for the new authorization.
+		stepUp = append(stepUp, step{http.MethodPost, s.issuer + "/oauth2/register", http.StatusCreated, ""})
+	}
+	expectSequence(t, rec.take(), append(stepUp,
+		step{http.MethodPost, s.issuer + "/oauth2/token", http.StatusOK, ""},
+		step{http.MethodPost, s.crmURL, http.StatusOK, ""},
+	))
+	if sc, _ := claimsOf(t, ts.access())["scope"].(string); sc != "crm:contacts.read crm:deals.write" {
 		t.Fatalf("stepped-up token scope %q", sc)
 	}
 
@@ -281,7 +341,13 @@ func runClient(t *testing.T, s *system, mode string) {
 	if after == before {
 		t.Fatal("the token was not refreshed")
 	}
-	rec.take()
+	expectSequence(t, rec.take(), []step{
+		{http.MethodPost, s.issuer + "/oauth2/token", http.StatusOK, ""},
+		{http.MethodPost, s.crmURL, http.StatusOK, ""},
+	})
+	if sc, _ := claimsOf(t, after)["scope"].(string); sc != "crm:contacts.read crm:deals.write" {
+		t.Fatalf("refreshed token scope %q", sc)
+	}
 
 	// An operator revokes the grant: within a second the next call is
 	// refused.
@@ -290,17 +356,21 @@ func runClient(t *testing.T, s *system, mode string) {
 		t.Fatalf("RevokeGrants: %v", err)
 	}
 	revoked := time.Now()
+	plain := &http.Client{Timeout: 5 * time.Second}
 	for {
 		req, _ := http.NewRequest(http.MethodPost, s.crmURL, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_contacts"}}`))
 		req.Header.Set("Authorization", "Bearer "+after)
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Accept", "application/json, text/event-stream")
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := plain.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode == http.StatusUnauthorized && strings.Contains(resp.Header.Get("WWW-Authenticate"), `error="invalid_token"`) {
+		// Refused by the CRM itself, from its revocation feed (the policy
+		// service's refusal would carry its own description).
+		if resp.StatusCode == http.StatusUnauthorized &&
+			strings.Contains(resp.Header.Get("WWW-Authenticate"), `error="invalid_token", error_description="the access token was revoked"`) {
 			break
 		}
 		if time.Since(revoked) > time.Second {
@@ -308,8 +378,46 @@ func runClient(t *testing.T, s *system, mode string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// The refresh token died with the grant.
+	ts.forceRefresh()
+	if _, err := ts.Token(); err == nil || !strings.Contains(err.Error(), "invalid_grant") {
+		t.Fatalf("refresh after revocation: %v", err)
+	}
 
-	checkAudit(t, s, claimsOf(t, after)["client_id"].(string))
+	lastClient, _ := claimsOf(t, after)["client_id"].(string)
+	want := []auditStep{
+		{typ: auditv1.EventType_EVENT_TYPE_CLIENT_REGISTERED},
+		{typ: auditv1.EventType_EVENT_TYPE_LOGIN_SUCCEEDED},
+		{typ: auditv1.EventType_EVENT_TYPE_CONSENT_GRANTED},
+		{typ: auditv1.EventType_EVENT_TYPE_TOKEN_ISSUED},
+		{typ: auditv1.EventType_EVENT_TYPE_POLICY_DECISION, tool: "list_contacts", decision: auditv1.Decision_DECISION_ALLOW},
+		{typ: auditv1.EventType_EVENT_TYPE_POLICY_DECISION, tool: "update_deal", decision: auditv1.Decision_DECISION_DENY},
+	}
+	if mode == "dcr" {
+		want = append(want, auditStep{typ: auditv1.EventType_EVENT_TYPE_CLIENT_REGISTERED})
+	}
+	want = append(want,
+		auditStep{typ: auditv1.EventType_EVENT_TYPE_CONSENT_GRANTED},
+		auditStep{typ: auditv1.EventType_EVENT_TYPE_TOKEN_ISSUED},
+		auditStep{typ: auditv1.EventType_EVENT_TYPE_POLICY_DECISION, tool: "update_deal", decision: auditv1.Decision_DECISION_ALLOW},
+		auditStep{typ: auditv1.EventType_EVENT_TYPE_TOKEN_REFRESHED},
+		auditStep{typ: auditv1.EventType_EVENT_TYPE_POLICY_DECISION, tool: "list_contacts", decision: auditv1.Decision_DECISION_ALLOW},
+		auditStep{typ: auditv1.EventType_EVENT_TYPE_GRANT_REVOKED},
+	)
+	userID, _ := claimsOf(t, after)["sub"].(string)
+	checkAudit(t, s, userID, slices.Compact([]string{firstClient, lastClient}), want)
+}
+
+// cfgClientID is the client id the handler was configured with (CIMD URL
+// or pre-registered id).
+func cfgClientID(cfg *auth.AuthorizationCodeHandlerConfig) string {
+	switch {
+	case cfg.ClientIDMetadataDocumentConfig != nil:
+		return cfg.ClientIDMetadataDocumentConfig.URL
+	case cfg.PreregisteredClient != nil:
+		return cfg.PreregisteredClient.ClientID
+	}
+	return ""
 }
 
 type step struct {
@@ -337,34 +445,99 @@ func expectSequence(t *testing.T, got []exchange, want []step) {
 	}
 }
 
-// checkAudit checks that the client's audit trail holds every step in order
-// and that the chain verifies.
-func checkAudit(t *testing.T, s *system, clientID string) {
+// auditStep is one expected event of the session's audit trail.
+type auditStep struct {
+	typ      auditv1.EventType
+	tool     string
+	decision auditv1.Decision
+}
+
+func (a auditStep) matches(e *auditv1.Event) bool {
+	return e.GetType() == a.typ && (a.tool == "" || e.GetTool() == a.tool) &&
+		(a.decision == auditv1.Decision_DECISION_UNSPECIFIED || e.GetDecision() == a.decision)
+}
+
+func (a auditStep) String() string {
+	s := strings.TrimPrefix(a.typ.String(), "EVENT_TYPE_")
+	if a.tool != "" {
+		s += " " + a.tool + " " + strings.TrimPrefix(a.decision.String(), "DECISION_")
+	}
+	return s
+}
+
+// checkAudit checks that the trail of the session's clients holds every
+// step of the dance in the order it happened (by the producers' event time:
+// read-path events such as policy decisions are batched, so the chain's
+// order across services may differ by a batch), and that the chain
+// verifies.
+func checkAudit(t *testing.T, s *system, userID string, clientIDs []string, want []auditStep) {
 	t.Helper()
 	ctx := t.Context()
-	want := []string{"CLIENT_REGISTERED", "LOGIN", "CONSENT_GRANTED", "TOKEN_ISSUED", "POLICY_DECISION", "CONSENT_GRANTED", "TOKEN_ISSUED", "TOKEN_REFRESHED", "GRANT_REVOKED"}
-	var types []string
-	waitFor(t, "audit events", func() bool {
-		types = types[:0]
-		resp, err := s.audit.QueryEvents(ctx, &auditv1.QueryEventsRequest{Order: auditv1.EventOrder_EVENT_ORDER_OLDEST_FIRST, PageSize: 1000})
+	var got []*auditv1.Event
+	matched := 0
+	ok := poll(func() bool {
+		// The clients' events, and the user's events that name no client
+		// (sign-in).
+		byClient, err := queryAll(ctx, s, &auditv1.EventFilter{ClientIds: clientIDs})
 		if err != nil {
+			t.Logf("QueryEvents: %v", err)
 			return false
 		}
-		for _, e := range resp.GetEvents() {
-			if e.GetClientId() == clientID {
-				types = append(types, strings.TrimPrefix(e.GetType().String(), "EVENT_TYPE_"))
+		byUser, err := queryAll(ctx, s, &auditv1.EventFilter{UserIds: []string{userID}})
+		if err != nil {
+			t.Logf("QueryEvents: %v", err)
+			return false
+		}
+		got = append(byClient, slices.DeleteFunc(byUser, func(e *auditv1.Event) bool { return e.GetClientId() != "" })...)
+		slices.SortStableFunc(got, func(a, b *auditv1.Event) int { return a.GetTime().AsTime().Compare(b.GetTime().AsTime()) })
+		matched = 0
+		for _, e := range got {
+			if matched < len(want) && want[matched].matches(e) {
+				matched++
 			}
 		}
-		i := 0
-		for _, ty := range types {
-			if i < len(want) && strings.Contains(ty, want[i]) {
-				i++
-			}
+		return matched == len(want)
+	}, 15*time.Second)
+	if !ok {
+		var lines []string
+		for _, e := range got {
+			lines = append(lines, fmt.Sprintf("%s %s tool=%s decision=%s reason=%s user=%s client=%s",
+				e.GetTime().AsTime().Format("15:04:05.000000"), e.GetType(), e.GetTool(), e.GetDecision(), e.GetReason(), e.GetUserId(), e.GetClientId()))
 		}
-		return i == len(want)
-	})
+		t.Fatalf("audit trail lacks step %d (%v) of %v; trail:\n%s", matched, want[matched], want, strings.Join(lines, "\n"))
+	}
 	v, err := s.audit.VerifyChain(ctx, &auditv1.VerifyChainRequest{})
 	if err != nil || !v.GetIntact() {
 		t.Fatalf("VerifyChain: %v %v", v, err)
 	}
+}
+
+// queryAll reads every event matching filter, oldest first.
+func queryAll(ctx context.Context, s *system, filter *auditv1.EventFilter) ([]*auditv1.Event, error) {
+	var out []*auditv1.Event
+	token := ""
+	for range 100 {
+		resp, err := s.audit.QueryEvents(ctx, &auditv1.QueryEventsRequest{
+			Filter: filter, Order: auditv1.EventOrder_EVENT_ORDER_OLDEST_FIRST, PageSize: 1000, PageToken: token,
+		})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, resp.GetEvents()...)
+		if token = resp.GetNextPageToken(); token == "" {
+			return out, nil
+		}
+	}
+	return nil, errors.New("more than 100 pages of events")
+}
+
+// anyStrings converts a decoded JSON array of strings.
+func anyStrings(v any) []string {
+	l, _ := v.([]any)
+	out := make([]string, 0, len(l))
+	for _, e := range l {
+		s, _ := e.(string)
+		out = append(out, s)
+	}
+	return out
 }

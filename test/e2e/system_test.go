@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -52,7 +54,29 @@ type system struct {
 	polAdmin policyv1.PolicyServiceClient
 	audit    auditv1.AuditServiceClient
 	cimd     *httptest.Server
-	cimdDocs map[string]string
+
+	cimdMu      sync.Mutex
+	cimdDocs    map[string]string
+	cimdFetches atomic.Int64
+}
+
+func (s *system) setCIMD(path, doc string) {
+	s.cimdMu.Lock()
+	defer s.cimdMu.Unlock()
+	s.cimdDocs[path] = doc
+}
+
+func (s *system) cimdDoc(path string) (string, bool) {
+	s.cimdMu.Lock()
+	defer s.cimdMu.Unlock()
+	doc, ok := s.cimdDocs[path]
+	return doc, ok
+}
+
+// crmMetadataURL is the CRM's RFC 9728 metadata URL (path-inserted).
+func (s *system) crmMetadataURL() string {
+	u, _ := url.Parse(s.crmURL)
+	return u.Scheme + "://" + u.Host + "/.well-known/oauth-protected-resource" + u.Path
 }
 
 // loopbackResolver resolves every name to 127.0.0.1 (the CIMD host).
@@ -71,16 +95,21 @@ func startSystem(t *testing.T) *system {
 
 	// The CIMD documents, served over TLS by a certificate of the test's CA.
 	s.cimd = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		doc, ok := s.cimdDocs[r.URL.Path]
+		doc, ok := s.cimdDoc(r.URL.Path)
 		if !ok {
 			http.NotFound(w, r)
 			return
 		}
+		s.cimdFetches.Add(1)
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(doc))
 	}))
 	s.cimd.StartTLS()
 	t.Cleanup(s.cimd.Close)
+	cimdURL, err := url.Parse(s.cimd.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cimdRoots := x509.NewCertPool()
 	cimdRoots.AddCert(s.cimd.Certificate())
 
@@ -109,6 +138,7 @@ func startSystem(t *testing.T) *system {
 	reg, err := registrationserver.Config{Flags: flagsOf(registrationserver.Name, auditAddr), GatewayTLS: pki.GatewayTLS(registrationserver.Name),
 		Issuer: s.issuer, TrustedProxies: config.StringList{"127.0.0.1/32"},
 		FetchAllowPrivate: true,
+		FetchAllowedPorts: config.StringList{cimdURL.Port()},
 		FetchHooks:        registrationserver.FetchHooks{Resolver: loopbackResolver{}, RootCAs: cimdRoots},
 	}.Complete(ctx)
 	if err != nil {
@@ -176,13 +206,21 @@ func startSystem(t *testing.T) *system {
 		t.Fatal(err)
 	}
 	s.crmURL = "http://" + crmLis.Addr().String() + "/mcp"
-	conn, err := grpc.NewClient(pol.GRPCAddr().String(), grpc.WithTransportCredentials(credentials.NewTLS(
-		devca.ClientTLSConfig(pki.CA.Pool(), pki.AsMCPServer(t, s.crmURL), policyserver.Name))))
-	if err != nil {
-		t.Fatal(err)
+	// Both connections present the CRM's MCP-server certificate: policy
+	// for decisions, token for the CRM's revocation feed.
+	crmCert := pki.AsMCPServer(t, s.crmURL)
+	dialAsCRM := func(addr, serverName string) *grpc.ClientConn {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(
+			devca.ClientTLSConfig(pki.CA.Pool(), crmCert, serverName))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		return conn
 	}
-	t.Cleanup(func() { _ = conn.Close() })
-	srv, err := crm.New(crm.Config{Resource: s.crmURL, Issuer: s.issuer, Policy: conn})
+	srv, err := crm.New(crm.Config{Resource: s.crmURL, Issuer: s.issuer,
+		Policy: dialAsCRM(pol.GRPCAddr().String(), policyserver.Name),
+		Token:  dialAsCRM(tok.GRPCAddr().String(), tokenserver.Name)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,11 +247,19 @@ func startSystem(t *testing.T) *system {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	if !poll(cond, 30*time.Second) {
+		t.Fatalf("timed out waiting for %s", what)
+	}
+}
+
+// poll reports whether cond became true before the deadline.
+func poll(cond func() bool, within time.Duration) bool {
+	deadline := time.Now().Add(within)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			return false
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	return true
 }

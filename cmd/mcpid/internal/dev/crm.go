@@ -18,6 +18,7 @@ import (
 	policyv1 "github.com/mcpid/mcpid/gen/go/mcpid/policy/v1"
 	"github.com/mcpid/mcpid/lib/devca"
 	policyserver "github.com/mcpid/mcpid/services/policy/server"
+	tokenserver "github.com/mcpid/mcpid/services/token/server"
 )
 
 // crmPolicyDeadline bounds how long the dev environment keeps trying to
@@ -28,7 +29,7 @@ const crmPolicyDeadline = time.Minute
 // its own mTLS identity (its resource URI), and stores its operator policy
 // in the background. It returns the MCP endpoint and a stop function that
 // waits for the server to end.
-func startCRM(ctx context.Context, lis net.Listener, ca *devca.CA, issuer, policyAddr string, logOut io.Writer) (string, func(), error) {
+func startCRM(ctx context.Context, lis net.Listener, ca *devca.CA, issuer, policyAddr, tokenAddr string, logOut io.Writer) (string, func(), error) {
 	resource := "http://" + lis.Addr().String() + "/mcp"
 	leaf, err := ca.IssueMCPServer(resource)
 	if err != nil {
@@ -40,9 +41,18 @@ func startCRM(ctx context.Context, lis net.Listener, ca *devca.CA, issuer, polic
 	if err != nil {
 		return "", nil, fmt.Errorf("CRM policy connection: %w", err)
 	}
+	// The revocation feed: a revoked token is refused at the CRM at once,
+	// not when a cached decision expires.
+	tokenConn, err := grpc.NewClient(tokenAddr,
+		grpc.WithTransportCredentials(credentials.NewTLS(devca.ClientTLSConfig(ca.Pool(), &cert, tokenserver.Name))))
+	if err != nil {
+		_ = policyConn.Close()
+		return "", nil, fmt.Errorf("CRM token connection: %w", err)
+	}
 	adminLeaf, err := ca.IssueOperator("mcpid-dev", devca.RoleAdmin)
 	if err != nil {
 		_ = policyConn.Close()
+		_ = tokenConn.Close()
 		return "", nil, fmt.Errorf("CRM policy: %w", err)
 	}
 	adminCert := adminLeaf.TLSCertificate()
@@ -50,12 +60,14 @@ func startCRM(ctx context.Context, lis net.Listener, ca *devca.CA, issuer, polic
 		grpc.WithTransportCredentials(credentials.NewTLS(devca.ClientTLSConfig(ca.Pool(), &adminCert, policyserver.Name))))
 	if err != nil {
 		_ = policyConn.Close()
+		_ = tokenConn.Close()
 		return "", nil, fmt.Errorf("CRM policy: %w", err)
 	}
 	log := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, err := crm.New(crm.Config{Resource: resource, Issuer: issuer, Policy: policyConn, Logger: log})
+	srv, err := crm.New(crm.Config{Resource: resource, Issuer: issuer, Policy: policyConn, Token: tokenConn, Logger: log})
 	if err != nil {
 		_ = policyConn.Close()
+		_ = tokenConn.Close()
 		_ = adminConn.Close()
 		return "", nil, fmt.Errorf("CRM server: %w", err)
 	}
@@ -80,6 +92,7 @@ func startCRM(ctx context.Context, lis net.Listener, ca *devca.CA, issuer, polic
 		<-done
 		<-policyDone
 		_ = policyConn.Close()
+		_ = tokenConn.Close()
 		_ = adminConn.Close()
 	}
 	return resource, stop, nil

@@ -25,8 +25,10 @@ import (
 	"time"
 
 	"github.com/mcpid/mcpid/cmd/mcpid/internal/cliconfig"
+	"github.com/mcpid/mcpid/cmd/mcpid/internal/etcdsetup"
 	"github.com/mcpid/mcpid/lib/config"
 	"github.com/mcpid/mcpid/lib/devca"
+	"github.com/mcpid/mcpid/lib/etcdauth"
 	"github.com/mcpid/mcpid/lib/etcdembed"
 	"github.com/mcpid/mcpid/lib/service"
 	auditserver "github.com/mcpid/mcpid/services/audit/server"
@@ -51,6 +53,10 @@ type Options struct {
 	ConnectorsFile string
 	// NoPasswordLogin turns the built-in password form off.
 	NoPasswordLogin bool
+	// EtcdAuth turns etcd access control on (lib/etcdauth): each service
+	// connects as its own etcd user, allowed only its /mcpid/<service>/
+	// prefix, as in production. Once on for a data folder it stays on.
+	EtcdAuth bool
 }
 
 func (o *Options) register(fs *flag.FlagSet) {
@@ -64,6 +70,7 @@ func (o *Options) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.CRMAddr, "crm-addr", "127.0.0.1:8090", `listen address of the example CRM MCP server ("off": do not start it)`)
 	fs.StringVar(&o.ConnectorsFile, "connectors-file", "", "YAML file of SSO connectors to create at start-up (docs/sso.md)")
 	fs.BoolVar(&o.NoPasswordLogin, "no-password-login", false, "turn the built-in password sign-in off (SSO connectors only)")
+	fs.BoolVar(&o.EtcdAuth, "etcd-auth", false, "per-service etcd users, each allowed only its own key prefix (as in production; stays on for the data folder)")
 }
 
 // Main parses the dev flags and runs until ctx ends.
@@ -80,16 +87,63 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
+	// The quick-start's commands must work the moment they are printed:
+	// wait until every service is ready (keys created, caches filled).
+	if err := env.WaitReady(ctx, readyTimeout); err != nil {
+		_ = env.Stop()
+		return err
+	}
 	env.PrintQuickStart(stdout)
 	return env.Wait()
 }
 
+// readyTimeout bounds how long `mcpid dev` waits for the services to
+// become ready before giving up with what is not ready.
+const readyTimeout = 2 * time.Minute
+
+// WaitReady polls the public origin's /readyz (every service ready) until
+// it answers 200, the environment stops, or timeout passes.
+func (e *Env) WaitReady(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	hc := &http.Client{Timeout: 2 * time.Second}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	last := "no answer"
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.Issuer+"/readyz", nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := hc.Do(req); err == nil {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = fmt.Sprintf("HTTP %d %s", resp.StatusCode, strings.TrimSpace(string(b)))
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("mcpid dev did not become ready within %s (%s/readyz: %s); run with --log-level info to see why", timeout, e.Issuer, last)
+		case <-e.done:
+			return fmt.Errorf("mcpid dev stopped before it was ready: %w", e.Wait())
+		case <-tick.C:
+		}
+	}
+}
+
 // Env is a running development environment.
 type Env struct {
-	Issuer  string
-	Public  net.Addr
-	Etcd    []string
-	DataDir string
+	Issuer string
+	Public net.Addr
+	Etcd   []string
+	// EtcdUsers is the folder of the per-service etcd passwords when etcd
+	// access control is on (--etcd-auth), else "".
+	EtcdUsers string
+	DataDir   string
 	// CLIConfig is the CLI configuration file written for this
 	// environment (context "dev", bootstrap admin certificate).
 	CLIConfig string
@@ -179,6 +233,12 @@ func Start(ctx context.Context, o Options, logOut io.Writer) (_ *Env, err error)
 	env.cleanups = append(env.cleanups, etcd.Close)
 	env.Etcd = etcd.Endpoints()
 
+	etcdUsers, err := setupEtcdAuth(ctx, o.EtcdAuth, dataDir, env.Etcd)
+	if err != nil {
+		return nil, err
+	}
+	env.EtcdUsers = etcdUsers
+
 	ca, err := devca.LoadOrCreate(filepath.Join(dataDir, "ca"), time.Now)
 	if err != nil {
 		return nil, fmt.Errorf("development CA: %w", err)
@@ -233,6 +293,10 @@ func Start(ctx context.Context, o Options, logOut io.Writer) (_ *Env, err error)
 			TLSCAFile:       filepath.Join(pkiDir, "ca.crt"),
 			AuditAddr:       plan.grpc[auditserver.Name],
 		}
+		if etcdUsers != "" {
+			flags.EtcdUsername = etcdauth.UserName(name)
+			flags.EtcdPasswordFile = config.SecretFile{Path: filepath.Join(etcdUsers, name)}
+		}
 		gatewayTLS := devca.ClientTLSConfig(ca.Pool(), nil, name)
 		srv, err := plan.complete(ctx, name, flags, gatewayTLS, logOut)
 		if err != nil {
@@ -281,7 +345,7 @@ func Start(ctx context.Context, o Options, logOut io.Writer) (_ *Env, err error)
 		if err != nil {
 			return nil, fmt.Errorf("setting crm-addr: cannot listen on %s (choose another with --crm-addr, or off): %w", o.CRMAddr, err)
 		}
-		crmURL, stopCRM, err := startCRM(ctx, crmLis, ca, env.Issuer, plan.grpc[policyserver.Name], logOut)
+		crmURL, stopCRM, err := startCRM(ctx, crmLis, ca, env.Issuer, plan.grpc[policyserver.Name], plan.grpc[tokenserver.Name], logOut)
 		if err != nil {
 			_ = crmLis.Close()
 			return nil, err
@@ -452,6 +516,9 @@ func (e *Env) PrintQuickStart(w io.Writer) {
 	fmt.Fprintf(&b, "  metadata                 %s/.well-known/oauth-authorization-server\n", e.Issuer)
 	fmt.Fprintf(&b, "  readiness                %s/readyz\n", e.Issuer)
 	fmt.Fprintf(&b, "  etcd                     %s\n", strings.Join(e.Etcd, ","))
+	if e.EtcdUsers != "" {
+		fmt.Fprintf(&b, "  etcd users               mcpid-<service>, each only /mcpid/<service>/ (passwords in %s)\n", e.EtcdUsers)
+	}
 	for _, name := range []string{registrationserver.Name, tokenserver.Name, policyserver.Name, auditserver.Name} {
 		a := e.Services[name]
 		fmt.Fprintf(&b, "  %-24s gRPC %s (mTLS)   HTTP %s\n", name, a.GRPC, a.HTTP)
@@ -556,4 +623,29 @@ func mustURL(s string) *url.URL {
 		panic(err) // built from a net.Addr: cannot fail
 	}
 	return u
+}
+
+// EtcdAuthDir is the folder of the data folder holding the etcd passwords
+// of --etcd-auth: "root" and one file per service, 0600.
+const EtcdAuthDir = "etcd-users"
+
+// setupEtcdAuth turns etcd access control on when asked, or when an earlier
+// run turned it on for this data folder (the services could not connect
+// anonymously any more). It returns the password folder, "" when off.
+func setupEtcdAuth(ctx context.Context, on bool, dataDir string, endpoints []string) (string, error) {
+	dir := filepath.Join(dataDir, EtcdAuthDir)
+	root := filepath.Join(dir, etcdauth.RootUser)
+	if !on {
+		if _, err := os.Stat(root); err != nil {
+			return "", nil //nolint:nilerr // never turned on: nothing to do
+		}
+	}
+	err := etcdsetup.Run(ctx, etcdsetup.Options{
+		Endpoints: endpoints, RootPasswordFile: root, PasswordDir: dir, Generate: true,
+		Services: etcdauth.Services, Timeout: 30 * time.Second,
+	}, io.Discard)
+	if err != nil {
+		return "", fmt.Errorf("setting etcd-auth: %w", err)
+	}
+	return dir, nil
 }

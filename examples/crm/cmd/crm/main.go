@@ -34,6 +34,7 @@ func run() error {
 	res := flag.String("resource", "http://127.0.0.1:8090/mcp", "canonical URL of the MCP endpoint (the token audience)")
 	issuer := flag.String("issuer", "http://127.0.0.1:8080", "mcpid issuer")
 	policyAddr := flag.String("policy-addr", "", "policy service gRPC address")
+	tokenAddr := flag.String("token-addr", "", "token service gRPC address: follow its revocation feed (recommended; empty leaves revocation to the policy service)")
 	cert := flag.String("tls-cert", "", "MCP-server certificate (PEM) issued by the mcpid CA for -resource")
 	key := flag.String("tls-key", "", "its private key (PEM file)")
 	ca := flag.String("tls-ca", "", "mcpid CA bundle (PEM)")
@@ -53,15 +54,29 @@ func run() error {
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return errors.New("setting tls-ca: no certificate found")
 	}
-	conn, err := grpc.NewClient(*policyAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
-		MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{pair}, ServerName: "policy",
-	})))
+	// Both connections present the MCP-server certificate of -resource.
+	dial := func(addr, serverName string) (*grpc.ClientConn, error) {
+		return grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+			MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{pair}, ServerName: serverName,
+		})))
+	}
+	conn, err := dial(*policyAddr, "policy")
 	if err != nil {
-		return err
+		return fmt.Errorf("setting policy-addr: %w", err)
 	}
 	defer conn.Close()
+	cfg := crm.Config{Resource: *res, Issuer: *issuer, Policy: conn}
+	if *tokenAddr != "" {
+		tconn, err := dial(*tokenAddr, "token")
+		if err != nil {
+			return fmt.Errorf("setting token-addr: %w", err)
+		}
+		defer tconn.Close()
+		cfg.Token = tconn
+	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	srv, err := crm.New(crm.Config{Resource: *res, Issuer: *issuer, Policy: conn, Logger: log})
+	cfg.Logger = log
+	srv, err := crm.New(cfg)
 	if err != nil {
 		return err
 	}
