@@ -27,8 +27,8 @@ func TestCheckRules(t *testing.T) {
 	e.installCRM(nil)
 	c := e.mcp(nil, crm)
 	k := e.keys
-	agent := testutil.Claims(crm, "")["client_id"].(string)
 
+	verified := func(c map[string]any) { c["client_verified"] = true }
 	tokenWith := func(scope string, mut func(map[string]any)) string {
 		cl := testutil.Claims(crm, scope)
 		if mut != nil {
@@ -117,18 +117,28 @@ func TestCheckRules(t *testing.T) {
 		expect(t, check(t, tokenWith("crm:admin", nil), "purge", nil), deny, policyv1.DecisionReason_DECISION_REASON_TOOL_DENIED)
 	})
 	t.Run("client verification", func(t *testing.T) {
-		tok := tokenWith("crm:contacts.export crm:contacts.read", nil)
-		expect(t, check(t, tok, "export_contacts", map[string]any{"limit": 10.0}), deny, policyv1.DecisionReason_DECISION_REASON_CLIENT_NOT_VERIFIED)
-		expect(t, check(t, tok, "verified_only", nil), deny, policyv1.DecisionReason_DECISION_REASON_CONDITION_FALSE)
-		e.clients.set(agent, decision.ClientInfo{Verified: true, ApplicationType: "web"})
-		defer e.clients.set(agent, decision.ClientInfo{})
+		// The token service states the client's verification in the
+		// client_verified claim; only a JSON true counts.
+		for name, mut := range map[string]func(map[string]any){
+			"absent":   nil,
+			"false":    func(c map[string]any) { c["client_verified"] = false },
+			"a string": func(c map[string]any) { c["client_verified"] = "true" },
+			"a number": func(c map[string]any) { c["client_verified"] = 1 },
+		} {
+			tok := tokenWith("crm:contacts.export crm:contacts.read", mut)
+			if r := check(t, tok, "export_contacts", map[string]any{"limit": 10.0}); r.GetReason() != policyv1.DecisionReason_DECISION_REASON_CLIENT_NOT_VERIFIED {
+				t.Errorf("%s: export_contacts %v, want CLIENT_NOT_VERIFIED", name, r.GetReason())
+			}
+			if r := check(t, tok, "verified_only", nil); r.GetReason() != policyv1.DecisionReason_DECISION_REASON_CONDITION_FALSE {
+				t.Errorf("%s: verified_only %v, want CONDITION_FALSE", name, r.GetReason())
+			}
+		}
+		tok := tokenWith("crm:contacts.export crm:contacts.read", verified)
 		expect(t, check(t, tok, "export_contacts", map[string]any{"limit": 10.0}), allow, policyv1.DecisionReason_DECISION_REASON_ALLOWED)
 		expect(t, check(t, tok, "verified_only", nil), allow, policyv1.DecisionReason_DECISION_REASON_ALLOWED)
 	})
 	t.Run("conditions on arguments", func(t *testing.T) {
-		e.clients.set(agent, decision.ClientInfo{Verified: true})
-		defer e.clients.set(agent, decision.ClientInfo{})
-		tok := tokenWith("crm:contacts.export crm:contacts.read", nil)
+		tok := tokenWith("crm:contacts.export crm:contacts.read", verified)
 		expect(t, check(t, tok, "export_contacts", map[string]any{"limit": 1000.0}), allow, policyv1.DecisionReason_DECISION_REASON_ALLOWED)
 		r := check(t, tok, "export_contacts", map[string]any{"limit": 5000.0})
 		expect(t, r, deny, policyv1.DecisionReason_DECISION_REASON_CONDITION_FALSE)
@@ -324,8 +334,9 @@ func TestBatchCheckAndListAllowedTools(t *testing.T) {
 		t.Error("office_hours reads now: the list is not cacheable")
 	}
 	// A condition on arguments is assumed satisfiable in the listing.
-	e.clients.set(testutil.Claims(crm, "")["client_id"].(string), decision.ClientInfo{Verified: true})
-	list, err = c.ListAllowedTools(ctx(t), &policyv1.ListAllowedToolsRequest{AccessToken: e.keys.Token(t, crm, "crm:contacts.export crm:contacts.read"), Resource: crm})
+	vc := testutil.Claims(crm, "crm:contacts.export crm:contacts.read")
+	vc["client_verified"] = true
+	list, err = c.ListAllowedTools(ctx(t), &policyv1.ListAllowedToolsRequest{AccessToken: e.keys.Sign(t, vc), Resource: crm})
 	if err != nil {
 		t.Fatal(err)
 	}

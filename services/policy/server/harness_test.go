@@ -22,7 +22,6 @@ import (
 	"github.com/mcpid/mcpid/lib/etcdtest"
 	"github.com/mcpid/mcpid/lib/service"
 	"github.com/mcpid/mcpid/lib/service/servicetest"
-	"github.com/mcpid/mcpid/services/policy/internal/decision"
 	"github.com/mcpid/mcpid/services/policy/internal/testutil"
 	"github.com/mcpid/mcpid/services/policy/internal/tokens"
 	"github.com/mcpid/mcpid/services/policy/server"
@@ -32,30 +31,6 @@ const (
 	crm   = "https://crm.example.com/mcp"
 	other = "https://other.example.com/mcp"
 )
-
-// fakeClients is a TEST STAND-IN for the registration service, which offers
-// the policy service no read path for client attributes yet: it answers
-// from a map the test fills.
-type fakeClients struct {
-	mu sync.Mutex
-	m  map[string]decision.ClientInfo
-}
-
-func (f *fakeClients) Client(id string) (decision.ClientInfo, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	c, ok := f.m[id]
-	return c, ok
-}
-
-func (f *fakeClients) set(id string, c decision.ClientInfo) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.m == nil {
-		f.m = map[string]decision.ClientInfo{}
-	}
-	f.m[id] = c
-}
 
 // fakeRevocations is a TEST STAND-IN for the token service's revocation
 // feed (wired in by the token lifecycle issue): revoked grant ids and a
@@ -136,7 +111,6 @@ type env struct {
 	etcd        *etcdtest.Server
 	pki         *servicetest.PKI
 	keys        *testutil.Keys
-	clients     *fakeClients
 	revocations *fakeRevocations
 	audit       *fakeAudit
 	srv         *service.Server
@@ -155,7 +129,6 @@ func newEnv(t testing.TB) *env {
 		etcd:        etcdtest.Start(t),
 		pki:         servicetest.NewPKI(t),
 		keys:        testutil.NewKeys(t),
-		clients:     &fakeClients{},
 		revocations: &fakeRevocations{},
 	}
 }
@@ -169,7 +142,6 @@ func (e *env) start(opts ...option) *service.Server {
 		GatewayTLS:  e.pki.GatewayTLS(server.Name),
 		Issuer:      testutil.Issuer,
 		KeySource:   e.keys.Set,
-		Clients:     e.clients,
 		Revocations: e.revocations,
 	}
 	for _, o := range opts {

@@ -85,9 +85,6 @@ type Config struct {
 	// Revocations is the revocation set; nil means none yet (the token
 	// service's feed is wired in by its own issue).
 	Revocations tokens.Revocations
-	// Clients tells client verification status; nil knows no client
-	// (every client counts as unverified).
-	Clients decision.Clients
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
 }
@@ -157,9 +154,6 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Revocations == nil {
 		c.Revocations = tokens.NoRevocations{}
 	}
-	if c.Clients == nil {
-		c.Clients = decision.NoClients{}
-	}
 	return c, nil
 }
 
@@ -226,7 +220,7 @@ func (c Config) setup(_ context.Context, b *service.Base, tokenCfg tokens.Config
 		Policies:    index,
 		Tokens:      verifier,
 		Revocations: c.Revocations,
-		Clients:     c.Clients,
+		Clients:     decision.TokenClaims{},
 		KeysReady:   keysReady,
 		MaxCacheTTL: c.DecisionCacheTTL,
 		Now:         c.Now,

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	auditv1 "github.com/mcpid/mcpid/gen/go/mcpid/audit/v1"
 	registrationv1 "github.com/mcpid/mcpid/gen/go/mcpid/registration/v1"
@@ -123,14 +124,16 @@ func TestExpiryWhileNoReplicaRuns(t *testing.T) {
 	}
 }
 
-// fakeTokenRevoker stands in for the token service (not built yet): it
-// records the revocations delivered to it and fails the first one, to
+// fakeTokenRevoker stands in for the token service (a real one is in the
+// token service's tests): it records the revocations delivered to it and
+// fails the first one, which a real service cannot be made to do on cue, to
 // prove delivery is retried.
 type fakeTokenRevoker struct {
 	mu      sync.Mutex
 	calls   []string
 	failed  bool
 	revoked map[string]string
+	done    map[string]int
 }
 
 func (f *fakeTokenRevoker) RevokeClient(_ context.Context, clientID, reason string) error {
@@ -142,9 +145,10 @@ func (f *fakeTokenRevoker) RevokeClient(_ context.Context, clientID, reason stri
 		return errors.New("token service unavailable")
 	}
 	if f.revoked == nil {
-		f.revoked = map[string]string{}
+		f.revoked, f.done = map[string]string{}, map[string]int{}
 	}
 	f.revoked[clientID] = reason
+	f.done[clientID]++
 	return nil
 }
 
@@ -256,4 +260,72 @@ func TestEventsReachAudit(t *testing.T) {
 func containsEvent(b []byte, typ auditv1.EventType) bool {
 	ev := &auditv1.Event{}
 	return proto.Unmarshal(b, ev) == nil && ev.GetType() == typ
+}
+
+// TestLosingVerificationRevokesGrants: a client that goes from VERIFIED to
+// UNVERIFIED (operator decision, changed redirect URIs) gets its grants
+// revoked at the token service, so tokens claiming client_verified=true die;
+// changes that do not lose VERIFIED revoke nothing.
+func TestLosingVerificationRevokesGrants(t *testing.T) {
+	rev := &fakeTokenRevoker{}
+	e := newEnv(t, func(c *server.Config) { c.GrantRevoker = rev })
+	ctx := tctx(t)
+	mask := func(p ...string) *fieldmaskpb.FieldMask { return &fieldmaskpb.FieldMask{Paths: p} }
+	create := func(id string) {
+		t.Helper()
+		if _, err := e.admin.CreateClient(ctx, &registrationv1.CreateClientRequest{ClientId: id, Metadata: webApp("https://a.example/cb")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set := func(id string, s registrationv1.VerificationStatus) {
+		t.Helper()
+		if _, err := e.admin.SetClientVerification(ctx, &registrationv1.SetClientVerificationRequest{ClientId: id, Status: s, Reason: "test"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unverified := registrationv1.VerificationStatus_VERIFICATION_STATUS_UNVERIFIED
+	verified := registrationv1.VerificationStatus_VERIFICATION_STATUS_VERIFIED
+
+	// Operator decision.
+	create("by-operator")
+	set("by-operator", unverified)
+	// Redirect URIs changed on a verified client.
+	create("by-redirects")
+	if _, err := e.admin.UpdateClient(ctx, &registrationv1.UpdateClientRequest{Client: &registrationv1.Client{ClientId: "by-redirects",
+		Metadata: &registrationv1.ClientMetadata{RedirectUris: []string{"https://b.example/cb"}}}, UpdateMask: mask("metadata.redirect_uris")}); err != nil {
+		t.Fatal(err)
+	}
+	// Not losing VERIFIED: verified again, renamed, unverified again, a
+	// DCR client (never verified) changing its redirect URIs.
+	create("stays")
+	set("stays", verified)
+	if _, err := e.admin.UpdateClient(ctx, &registrationv1.UpdateClientRequest{Client: &registrationv1.Client{ClientId: "stays",
+		Metadata: &registrationv1.ClientMetadata{ClientName: "Renamed"}}, UpdateMask: mask("metadata.client_name")}); err != nil {
+		t.Fatal(err)
+	}
+	create("twice")
+	set("twice", unverified)
+	m := e.register(t, `{"redirect_uris":["https://d.example/cb"]}`)
+	dcr := str(m, "client_id")
+	if r := e.do(t, http.MethodPut, "/oauth2/register/"+dcr, str(m, "registration_access_token"),
+		`{"client_id":"`+dcr+`","redirect_uris":["https://d.example/other"]}`); r.code != http.StatusOK {
+		t.Fatalf("dcr update = %d %s", r.code, r.body)
+	}
+
+	eventually(t, 30*time.Second, "revocations delivered", func() bool {
+		a, okA := rev.reason("by-operator")
+		b, okB := rev.reason("by-redirects")
+		_, okC := rev.reason("twice")
+		return okA && okB && okC && a == "unverified" && b == "unverified" && len(e.keys(t, "/revocations/")) == 0
+	})
+	// Setting UNVERIFIED again loses nothing: no second revocation.
+	set("twice", unverified)
+	eventually(t, 30*time.Second, "pending revocations drained", func() bool { return len(e.keys(t, "/revocations/")) == 0 })
+	rev.mu.Lock()
+	defer rev.mu.Unlock()
+	for id, want := range map[string]int{"by-operator": 1, "by-redirects": 1, "twice": 1, "stays": 0, dcr: 0} {
+		if rev.done[id] != want {
+			t.Errorf("%s revoked %d times, want %d", id, rev.done[id], want)
+		}
+	}
 }

@@ -67,7 +67,7 @@ func New(cfg Config) *Engine {
 		cfg.Revocations = tokens.NoRevocations{}
 	}
 	if cfg.Clients == nil {
-		cfg.Clients = NoClients{}
+		cfg.Clients = TokenClaims{}
 	}
 	if cfg.KeysReady == nil {
 		cfg.KeysReady = func() bool { return true }
@@ -294,7 +294,7 @@ func (e *Engine) head(ctx context.Context, in *input, trace *[]*policyv1.Evaluat
 		e.realToken(ctx, h, in)
 	}
 	if h.token != nil {
-		h.client = e.client(h.token.ClientID)
+		h.client = e.client(h.token)
 		if in.simulated.GetClient() != nil {
 			h.client = in.simulated.GetClient()
 		}
@@ -304,9 +304,9 @@ func (e *Engine) head(ctx context.Context, in *input, trace *[]*policyv1.Evaluat
 
 const notReadyText = "the policy service cannot decide yet; retry later"
 
-func (e *Engine) client(id string) *policyv1.ConditionClient {
-	info, _ := e.cfg.Clients.Client(id)
-	return &policyv1.ConditionClient{Id: id, Verified: info.Verified, ApplicationType: info.ApplicationType}
+func (e *Engine) client(t *tokens.Token) *policyv1.ConditionClient {
+	info, _ := e.cfg.Clients.Client(t)
+	return &policyv1.ConditionClient{Id: t.ClientID, Verified: info.Verified, ApplicationType: info.ApplicationType}
 }
 
 var tokenTexts = map[policyv1.DecisionReason]string{

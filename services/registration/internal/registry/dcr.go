@@ -335,7 +335,7 @@ func (s *Service) UpdateRegistration(ctx context.Context, c Caller, clientID str
 		return nil, err
 	}
 	var newSecret string
-	rec, err := s.Store.UpdateClient(ctx, clientID, func(rec *store.Client) ([]etcdstore.Op, error) {
+	rec, err := s.updateClient(ctx, clientID, func(rec *store.Client) ([]etcdstore.Op, error) {
 		if !rec.RegistrationTokenHash.Matches(c.Bearer) {
 			return nil, oauthErr("invalid_token", rRATInvalid, "the registration access token is invalid")
 		}

@@ -390,7 +390,7 @@ func (s *Service) UpdateClient(ctx context.Context, c Caller, req *registrationv
 		return nil, "", metadataErrFromOAuth(err)
 	}
 	var newSecret string
-	rec, err := s.Store.UpdateClient(ctx, id, func(rec *store.Client) ([]etcdstore.Op, error) {
+	rec, err := s.updateClient(ctx, id, func(rec *store.Client) ([]etcdstore.Op, error) {
 		if err := checkEtag(rec, in.GetEtag()); err != nil {
 			return nil, err
 		}
@@ -536,6 +536,31 @@ func (s *Service) DeleteClient(ctx context.Context, c Caller, id, etag string) e
 	return storeErr(err, id)
 }
 
+// updateClient is Store.UpdateClient with the rule that keeps the token
+// service's client_verified claim honest: when fn takes a client from
+// VERIFIED to UNVERIFIED (an operator's decision, changed redirect URIs, a
+// CIMD domain no longer trusted) the same transaction records a pending
+// revocation of its grants and consents, which sets a CLIENT watermark at
+// the token service, so every token claiming client_verified=true dies at
+// once at the policy service. Suspension records its own (SetVerification).
+func (s *Service) updateClient(ctx context.Context, id string, fn func(rec *store.Client) ([]etcdstore.Op, error)) (*store.Client, error) {
+	return s.Store.UpdateClient(ctx, id, func(rec *store.Client) ([]etcdstore.Op, error) {
+		prev := rec.Verification.Status
+		ops, err := fn(rec)
+		if err != nil {
+			return nil, err
+		}
+		if prev == store.StatusVerified && rec.Verification.Status == store.StatusUnverified {
+			rev, err := s.Store.RevocationOp(rec.ClientID, "unverified", s.Now())
+			if err != nil {
+				return nil, err
+			}
+			ops = append(ops, rev)
+		}
+		return ops, nil
+	})
+}
+
 // SetVerification sets a client's verification status.
 func (s *Service) SetVerification(ctx context.Context, c Caller, req *registrationv1.SetClientVerificationRequest) (*registrationv1.Client, error) {
 	id := req.GetClientId()
@@ -554,7 +579,7 @@ func (s *Service) SetVerification(ctx context.Context, c Caller, req *registrati
 	if strings.TrimSpace(reason) == "" || len([]rune(reason)) > maxReasonLen {
 		return nil, mcpidErr(codes.InvalidArgument, rReasonRequired, "reason is required (1 to %d characters)", maxReasonLen)
 	}
-	rec, err := s.Store.UpdateClient(ctx, id, func(rec *store.Client) ([]etcdstore.Op, error) {
+	rec, err := s.updateClient(ctx, id, func(rec *store.Client) ([]etcdstore.Op, error) {
 		if err := checkEtag(rec, req.GetEtag()); err != nil {
 			return nil, err
 		}
@@ -607,7 +632,7 @@ func (s *Service) RotateSecret(ctx context.Context, c Caller, req *registrationv
 		return nil, "", err
 	}
 	value := secret.Generate()
-	rec, err := s.Store.UpdateClient(ctx, id, func(rec *store.Client) ([]etcdstore.Op, error) {
+	rec, err := s.updateClient(ctx, id, func(rec *store.Client) ([]etcdstore.Op, error) {
 		if err := checkEtag(rec, req.GetEtag()); err != nil {
 			return nil, err
 		}

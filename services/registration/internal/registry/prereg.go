@@ -64,7 +64,7 @@ func (s *Service) EnsurePreRegistered(ctx context.Context) error {
 	if cur.Metadata.Equal(&want.Metadata) && slices.Equal(cur.ReservedAudiences, want.ReservedAudiences) && cur.Verification.Status == store.StatusVerified {
 		return nil
 	}
-	_, err = s.Store.UpdateClient(ctx, want.ClientID, func(rec *store.Client) ([]etcdstore.Op, error) {
+	_, err = s.updateClient(ctx, want.ClientID, func(rec *store.Client) ([]etcdstore.Op, error) {
 		evs, _ := s.applyMetadata(noCaller, rec, &want.Metadata, nil, false)
 		for _, ev := range evs {
 			ev.Actor = actorConfig

@@ -167,7 +167,7 @@ func (s *Service) refreshCIMD(ctx context.Context, c Caller, id string, doc *cim
 	if err := s.checkJWKSURI(ctx, doc.Metadata, ""); err != nil {
 		return nil, mcpidErr(codes.FailedPrecondition, rCIMDInvalid, "the metadata document's jwks_uri serves no usable key")
 	}
-	rec, err := s.Store.UpdateClient(ctx, id, func(rec *store.Client) ([]etcdstore.Op, error) {
+	rec, err := s.updateClient(ctx, id, func(rec *store.Client) ([]etcdstore.Op, error) {
 		same := rec.CIMD != nil && rec.CIMD.DocumentSHA256 == doc.SHA256
 		rec.CIMD = &store.CIMDDocument{FetchTime: doc.FetchTime, StaleTime: doc.StaleTime, DocumentSHA256: doc.SHA256}
 		if same {

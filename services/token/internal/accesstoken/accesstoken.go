@@ -19,7 +19,8 @@ import (
 const Type = "at+jwt"
 
 // Claims are the claims of an access token (RFC 9068 section 2.2 plus the
-// mcpid extensions grant_id, groups, roles and resource).
+// mcpid extensions grant_id, groups, roles, resource, client_verified and
+// client_application_type).
 type Claims struct {
 	jose.RegisteredClaims
 	ClientID string `json:"client_id"`
@@ -33,6 +34,16 @@ type Claims struct {
 	Roles []string `json:"roles,omitempty"`
 	// Resource binds an urn:mcpid:policy token to the MCP server's resource.
 	Resource string `json:"resource,omitempty"`
+	// ClientVerified is the client's verification status at issuance (true
+	// only for VERIFIED); the policy service reads it for client.verified
+	// and require_verified_client. Always present, so a reader never has
+	// to guess what an absent claim means. The registration service revokes
+	// the client's grants (a CLIENT watermark) whenever the client loses
+	// VERIFIED, so a stale true dies with its token.
+	ClientVerified bool `json:"client_verified"`
+	// ClientApplicationType is the client's application_type ("web" or
+	// "native"); omitted when unknown.
+	ClientApplicationType string `json:"client_application_type,omitempty"`
 }
 
 // Signer returns the key that signs; keyring.Ring satisfies it.
@@ -67,6 +78,10 @@ type Spec struct {
 	Roles    []string
 	Resource string
 	TTL      time.Duration
+	// ClientVerified and ClientApplicationType describe the client as the
+	// registration service reported it at issuance.
+	ClientVerified        bool
+	ClientApplicationType string
 }
 
 // Minted is a signed token with its identifying claims.
@@ -101,6 +116,9 @@ func (m *Minter) Mint(s Spec) (Minted, error) {
 		Groups:   s.Groups,
 		Roles:    s.Roles,
 		Resource: s.Resource,
+
+		ClientVerified:        s.ClientVerified,
+		ClientApplicationType: s.ClientApplicationType,
 	}
 	if !s.AuthTime.IsZero() {
 		c.AuthTime = s.AuthTime.Unix()

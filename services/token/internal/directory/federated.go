@@ -89,7 +89,13 @@ func (d *Directory) Federated(ctx context.Context, links IdentityLinks, id conne
 
 // ApplyIdentity refreshes a federated user's profile from the upstream
 // claims of a sign-in: email, display name, groups (as they will appear in
-// access tokens) and the identity's email and last sign-in.
+// access tokens), the roles the connector's mappings give, and the
+// identity's email and last sign-in.
+//
+// Roles: the identity's connector-given roles (store.Identity.Roles) are
+// replaced by those the upstream groups map to now; the operator-assigned
+// User.Roles are never touched (store.User.EffectiveRoles is the union).
+// ApplyIdentity is idempotent.
 func ApplyIdentity(u *store.User, id connector.Identity, now time.Time) {
 	if id.Email != "" {
 		u.Email = id.Email
@@ -106,5 +112,13 @@ func ApplyIdentity(u *store.User, id connector.Identity, now time.Time) {
 		i = len(u.Identities) - 1
 	}
 	u.Identities[i].Email, u.Identities[i].LastLogin = id.Email, now
+	roles := slices.Clone(id.Roles)
+	slices.Sort(roles)
+	u.Identities[i].Roles = slices.Compact(roles)
 	u.Updated = now
+}
+
+// RolesRemoved reports whether after lacks a role before had.
+func RolesRemoved(before, after []string) bool {
+	return slices.ContainsFunc(before, func(r string) bool { return !slices.Contains(after, r) })
 }

@@ -575,12 +575,23 @@ func (s *Service) FederatedCallback(ctx context.Context, in FederatedCallbackInp
 		directory.ApplyIdentity(cur, id, now)
 		return nil
 	}
-	u.Email = id.Email
+	// The audience check after sign-in reads u: give it what the commit
+	// writes (roles from the connector's mappings included).
+	rolesBefore := u.EffectiveRoles()
+	directory.ApplyIdentity(u, id, now)
 	res, err := s.completeLoginWith(ctx, p, u, c.ID(), in.OldSessionHash, userFn,
 		events.FederatedLoginSucceeded(u.ID, id.Email, c.ID(), id.Subject, created, in.Request))
 	if lf := (*LoginFailure)(nil); errors.As(err, &lf) {
 		// The user was disabled between the lookup and the commit.
 		return nil, pageErr(http.StatusForbidden, "Your account is disabled here. Contact your administrator.")
+	}
+	if err == nil && directory.RolesRemoved(rolesBefore, u.EffectiveRoles()) {
+		// The upstream no longer grants a role: admin-audience tokens
+		// carrying it stop now, as after an operator's role change.
+		if rerr := s.revokeUserGrants(ctx, events.SystemActor("connector:"+c.ID()), u.ID, "roles_changed",
+			func(g *store.Grant) bool { return g.Resource == principal.AdminAudience }); rerr != nil {
+			return nil, rerr
+		}
 	}
 	return res, err
 }

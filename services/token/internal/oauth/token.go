@@ -144,16 +144,34 @@ func (s *Service) userForGrant(ctx context.Context, userID string) (*store.User,
 	return u, nil
 }
 
-// userTokenSpec is the access token of a user grant.
-func (s *Service) userTokenSpec(g *store.Grant, u *store.User, scopes []string) accesstoken.Spec {
+// userTokenSpec is the access token of a user grant for client cl (as just
+// authenticated: its verification status is current).
+func (s *Service) userTokenSpec(g *store.Grant, u *store.User, cl *registrationv1.Client, scopes []string) accesstoken.Spec {
 	spec := accesstoken.Spec{
 		Subject: g.UserID, Audience: g.Resource, ClientID: g.ClientID, Scopes: withoutOffline(scopes),
 		GrantID: g.ID, AuthTime: g.AuthTime, Groups: u.Groups, TTL: s.accessTTL(g.Resource),
 	}
 	if g.Resource == principal.AdminAudience {
-		spec.Roles = u.Roles
+		spec.Roles = u.EffectiveRoles()
 	}
+	withClient(&spec, cl)
 	return spec
+}
+
+// withClient puts the client's verification status and application type
+// into spec (the client_verified and client_application_type claims the
+// policy service decides client.verified and require_verified_client on).
+// cl comes from AuthenticateClient in this request, never from a cache, so
+// a client that lost VERIFIED gets false from then on; its earlier tokens
+// die by the CLIENT watermark the registration service sets at that change.
+func withClient(spec *accesstoken.Spec, cl *registrationv1.Client) {
+	spec.ClientVerified = cl.GetVerification().GetStatus() == registrationv1.VerificationStatus_VERIFICATION_STATUS_VERIFIED
+	switch cl.GetMetadata().GetApplicationType() {
+	case registrationv1.ApplicationType_APPLICATION_TYPE_WEB:
+		spec.ClientApplicationType = "web"
+	case registrationv1.ApplicationType_APPLICATION_TYPE_NATIVE:
+		spec.ClientApplicationType = "native"
+	}
 }
 
 // revocationFor is the GRANT revocation entry for grant: it must outlive
@@ -195,7 +213,7 @@ func (s *Service) redeemCode(ctx context.Context, cl *clients.Authenticated, r *
 	if err != nil {
 		return nil, err
 	}
-	if c.Resource == principal.AdminAudience && len(u.Roles) == 0 {
+	if c.Resource == principal.AdminAudience && len(u.EffectiveRoles()) == 0 {
 		return nil, oauthErr("invalid_grant", "the user holds no operator role")
 	}
 	now := s.d.Now().UTC()
@@ -217,7 +235,7 @@ func (s *Service) redeemCode(ctx context.Context, cl *clients.Authenticated, r *
 		// Without a refresh token the grant lives as long as its token.
 		g.Expires = now.Add(s.accessTTL(c.Resource) + time.Minute)
 	}
-	minted, err := s.d.Minter.Mint(s.userTokenSpec(g, u, c.Scopes))
+	minted, err := s.d.Minter.Mint(s.userTokenSpec(g, u, cl.Client, c.Scopes))
 	if err != nil {
 		return nil, err
 	}
@@ -350,7 +368,7 @@ func (s *Service) refresh(ctx context.Context, cl *clients.Authenticated, r *tok
 		if err != nil {
 			return nil, err
 		}
-		if g.Resource == principal.AdminAudience && len(u.Roles) == 0 {
+		if g.Resource == principal.AdminAudience && len(u.EffectiveRoles()) == 0 {
 			return nil, oauthErr("invalid_grant", "the user holds no operator role")
 		}
 		secret, err := RandomToken()
@@ -368,7 +386,7 @@ func (s *Service) refresh(ctx context.Context, cl *clients.Authenticated, r *tok
 		}
 		rs.Hash, rs.RotatedAt = Hash(refresh), now
 		next.Refresh, next.LastRefresh, next.LastUse = &rs, now, now
-		minted, err := s.d.Minter.Mint(s.userTokenSpec(&next, u, scopes))
+		minted, err := s.d.Minter.Mint(s.userTokenSpec(&next, u, cl.Client, scopes))
 		if err != nil {
 			return nil, err
 		}
@@ -449,6 +467,7 @@ func (s *Service) clientCredentials(ctx context.Context, cl *clients.Authenticat
 		}
 	}
 	spec := accesstoken.Spec{Subject: c.GetClientId(), Audience: res, ClientID: c.GetClientId(), TTL: s.accessTTL(res)}
+	withClient(&spec, c)
 	var scopes []string
 	switch {
 	case res == principal.PolicyAudience:

@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/json"
+	"slices"
 	"time"
 
 	"github.com/mcpid/mcpid/services/token/internal/kek"
@@ -39,6 +40,24 @@ type Identity struct {
 	Subject     string    `json:"subject"`
 	Email       string    `json:"email,omitempty"`
 	LastLogin   time.Time `json:"last_login,omitzero"`
+	// Roles are the operator roles the connector's role mappings gave at
+	// this identity's last sign-in; the next sign-in replaces them. They
+	// are kept apart from User.Roles (what operators assign), so neither
+	// ever overwrites the other.
+	Roles []string `json:"roles,omitempty"`
+}
+
+// EffectiveRoles are the user's operator roles: those operators assigned
+// and those its linked identities' connectors gave at their last sign-in,
+// sorted, without repeats. Token minting and the admin-audience checks read
+// these.
+func (u *User) EffectiveRoles() []string {
+	out := slices.Clone(u.Roles)
+	for _, id := range u.Identities {
+		out = append(out, id.Roles...)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // Session is a signed-in browser. The key is the hash of the cookie value.

@@ -702,9 +702,11 @@ func (x *ConditionInput) GetNow() *timestamppb.Timestamp {
 }
 
 // ConditionClient is the `client` variable of a condition: the agent's
-// registration attributes as the policy service knows them at decision time.
-// A client whose attributes cannot be established is treated as unverified
-// with an unknown application type (fail closed).
+// registration attributes as the access token states them (the token
+// service's `client_verified` and `client_application_type` claims, set at
+// issuance; the registration service revokes a client's tokens when it loses
+// VERIFIED). A client whose attributes cannot be established is treated as
+// unverified with an unknown application type (fail closed).
 type ConditionClient struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The client_id (an https URL for CIMD clients).
