@@ -36,6 +36,11 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "starting mcpid dev:", err)
 		os.Exit(1)
 	}
+	if err := env.WaitReady(context.Background(), 90*time.Second); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		_ = env.Stop()
+		os.Exit(1)
+	}
 	sys = env
 	code := m.Run()
 	_ = env.Stop()

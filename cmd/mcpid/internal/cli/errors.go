@@ -9,6 +9,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/mcpid/mcpid/cmd/mcpid/internal/oauthlogin"
 )
 
 // Exit codes. They are part of the CLI's contract (docs/cli.md): scripts
@@ -99,6 +101,10 @@ func ExitCode(err error) int {
 	var ne *negativeError
 	if errors.As(err, &ne) {
 		return ExitNegative
+	}
+	var re *oauthlogin.RefusedError
+	if errors.Is(err, errLoginExpired) || errors.As(err, &re) {
+		return ExitAuth
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return ExitUnavailable

@@ -109,7 +109,7 @@ func (e *Env) WaitReady(ctx context.Context, timeout time.Duration) error {
 	hc := &http.Client{Timeout: 2 * time.Second}
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	last := "no answer"
+	var last string
 	for {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.Issuer+"/readyz", nil)
 		if err != nil {

@@ -12,7 +12,6 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"html"
 	"io"
@@ -45,7 +44,26 @@ type Metadata struct {
 	Issuer                string `json:"issuer"`
 	AuthorizationEndpoint string `json:"authorization_endpoint"`
 	TokenEndpoint         string `json:"token_endpoint"`
+	// IssParameterSupported (RFC 9207) makes iss mandatory in every
+	// authorization response: an answer without it is refused.
+	IssParameterSupported bool `json:"authorization_response_iss_parameter_supported"`
 }
+
+// RefusedError is a sign-in that did not produce a token: the authorization
+// server refused (error=access_denied, invalid_grant, ...) or the answer
+// that came back to the loopback redirect cannot be trusted (state, iss).
+// Nothing is stored; the CLI exits with its "not authenticated" code.
+type RefusedError struct{ msg string }
+
+func (e *RefusedError) Error() string { return e.msg }
+
+func refused(format string, args ...any) error {
+	return &RefusedError{msg: fmt.Sprintf(format, args...)}
+}
+
+// noRoleHint is added when the token service says the user holds no
+// operator role, whichever endpoint says it.
+const noRoleHint = " (only users holding an operator role, admin or auditor, may log in to the CLI: ask an admin to run `mcpid users set-roles USER --role auditor`)"
 
 // Discover fetches the issuer's metadata and checks it names the issuer.
 func Discover(ctx context.Context, hc *http.Client, issuer string) (*Metadata, error) {
@@ -117,14 +135,14 @@ func Login(ctx context.Context, hc *http.Client, m *Metadata, open func(ctx cont
 			http.NotFound(w, r)
 			return
 		}
-		res := callback(r.URL.Query(), state, m.Issuer)
+		res := callback(r.URL.Query(), state, m.Issuer, m.IssParameterSupported)
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		if res.err != nil {
 			w.WriteHeader(http.StatusBadRequest)
-			fmt.Fprintf(w, "<!doctype html><title>mcpid login</title><p>Sign-in failed: %s</p><p>Return to the terminal.</p>", html.EscapeString(res.err.Error()))
+			fmt.Fprintf(w, "<!doctype html><title>mcpid login</title><p id=\"failed\">Sign-in failed: %s</p><p>Return to the terminal.</p>", html.EscapeString(res.err.Error()))
 		} else {
-			fmt.Fprint(w, "<!doctype html><title>mcpid login</title><p>Signed in. You can close this window and return to the terminal.</p>")
+			fmt.Fprint(w, "<!doctype html><title>mcpid login</title><p id=\"signed-in\">Signed in. You can close this window and return to the terminal.</p>")
 		}
 		select {
 		case results <- result(res):
@@ -166,13 +184,18 @@ type callbackResult struct {
 }
 
 // callback checks the authorization response: state (CSRF), iss (RFC 9207,
-// mix-up defence), then error or code.
-func callback(q url.Values, state, issuer string) callbackResult {
+// mix-up defence; required when the metadata says it is always sent), then
+// error or code.
+func callback(q url.Values, state, issuer string, issRequired bool) callbackResult {
 	if subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(state)) != 1 {
-		return callbackResult{err: errors.New("the answer's state does not match this login (start `mcpid login` again)")}
+		return callbackResult{err: refused("the answer's state does not match this login; nothing was stored (start `mcpid login` again)")}
 	}
-	if iss := q.Get("iss"); iss != "" && iss != issuer {
-		return callbackResult{err: fmt.Errorf("the answer comes from issuer %q, not %q", iss, issuer)}
+	iss, hasIss := q.Get("iss"), q.Has("iss")
+	if !hasIss && issRequired {
+		return callbackResult{err: refused("the answer does not name its issuer (iss, RFC 9207) although %s always does; nothing was stored", issuer)}
+	}
+	if hasIss && iss != issuer {
+		return callbackResult{err: refused("the answer comes from issuer %q, not %q; nothing was stored (check --issuer or the context's issuer)", iss, issuer)}
 	}
 	if e := q.Get("error"); e != "" {
 		msg := e
@@ -180,13 +203,13 @@ func callback(q url.Values, state, issuer string) callbackResult {
 			msg += ": " + d
 		}
 		if e == "access_denied" {
-			msg += " (only users holding an operator role, admin or auditor, may log in to the CLI)"
+			msg += noRoleHint
 		}
-		return callbackResult{err: fmt.Errorf("authorization refused: %s", msg)}
+		return callbackResult{err: refused("authorization refused: %s", msg)}
 	}
 	code := q.Get("code")
 	if code == "" {
-		return callbackResult{err: errors.New("the answer carries no code")}
+		return callbackResult{err: refused("the answer carries no code; nothing was stored (start `mcpid login` again)")}
 	}
 	return callbackResult{code: code}
 }
@@ -225,7 +248,14 @@ func exchange(ctx context.Context, hc *http.Client, endpoint string, form url.Va
 		return nil, fmt.Errorf("token endpoint answered HTTP %d without JSON", resp.StatusCode)
 	}
 	if resp.StatusCode != http.StatusOK || body.AccessToken == "" {
-		return nil, fmt.Errorf("token endpoint refused: %s %s", body.Error, body.Description)
+		msg := body.Error
+		if body.Description != "" {
+			msg += ": " + body.Description
+		}
+		if strings.Contains(body.Description, "operator role") {
+			msg += noRoleHint
+		}
+		return nil, refused("token endpoint refused: %s", msg)
 	}
 	t := &Token{AccessToken: body.AccessToken, RefreshToken: body.RefreshToken,
 		Expiry: time.Now().Add(time.Duration(body.ExpiresIn) * time.Second)}

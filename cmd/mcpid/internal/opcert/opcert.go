@@ -6,6 +6,7 @@
 package opcert
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -102,8 +103,19 @@ func Issue(caCertPEM, caKeyPEM []byte, r Request) (*Issued, error) {
 	if err != nil {
 		return nil, err
 	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	if !selfSigned(caCert) {
+		// An intermediate: the services trust the root only, so the client
+		// must present the chain. The certificate file holds the leaf, then
+		// the intermediate(s) of the CA file (roots left out).
+		for _, c := range chain(caCertPEM) {
+			if !selfSigned(c) {
+				certPEM = append(certPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+			}
+		}
+	}
 	return &Issued{
-		CertPEM:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		CertPEM:  certPEM,
 		KeyPEM:   pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
 		NotAfter: notAfter,
 	}, nil
@@ -122,6 +134,29 @@ func (i *Issued) Save(dir, base string) (certPath, keyPath string, err error) {
 		return "", "", err
 	}
 	return certPath, keyPath, nil
+}
+
+// selfSigned reports whether c is a root: its own issuer, signed by itself.
+func selfSigned(c *x509.Certificate) bool {
+	return bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil
+}
+
+// chain parses every certificate of a PEM bundle, skipping what is not one.
+func chain(b []byte) []*x509.Certificate {
+	var out []*x509.Certificate
+	for {
+		var block *pem.Block
+		block, b = pem.Decode(b)
+		if block == nil {
+			return out
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		if c, err := x509.ParseCertificate(block.Bytes); err == nil {
+			out = append(out, c)
+		}
+	}
 }
 
 func parseCert(b []byte) (*x509.Certificate, error) {
