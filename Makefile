@@ -94,7 +94,7 @@ lint: tools ## buf lint, go vet and golangci-lint on every module.
 	buf lint
 	@for m in $(MODULES); do \
 	  echo ">> vet + golangci-lint $$m"; \
-	  (cd $$m && go vet ./... && golangci-lint run ./...) || exit 1; \
+	  (cd $$m && go vet ./... && golangci-lint run --allow-parallel-runners ./...) || exit 1; \
 	done
 
 .PHONY: tidy
@@ -203,7 +203,7 @@ CLUSTER_FIGURES ?= $(BIN)/cluster-figures.txt
 test-cluster: build ## Run the cluster harness: 3 etcd members, 2 replicas per service, leader and replica kills under load.
 	@cd test/cluster && GOWORK=off go build -o $(BIN)/etcdmember ./cmd/etcdmember
 	@echo ">> vet + golangci-lint test/cluster"
-	@cd test/cluster && go vet ./... && golangci-lint run ./...
+	@cd test/cluster && go vet ./... && golangci-lint run --allow-parallel-runners ./...
 	@echo ">> go test test/cluster"
 	@cd test/cluster && MCPID_BIN=$(BIN) CLUSTER_FIGURES=$(CLUSTER_FIGURES) go test -count=1 -timeout 4m -v -run TestClusterScaleOutAndFaults ./... 2>&1 | grep -v '^=== ' ; \
 	  status=$${PIPESTATUS[0]}; [ -f $(CLUSTER_FIGURES) ] && cat $(CLUSTER_FIGURES); exit $$status
