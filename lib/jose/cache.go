@@ -150,7 +150,7 @@ func (c *KeySetCache) refreshLocked(ctx context.Context) (*KeySet, error) {
 		if c.onJoin != nil {
 			c.onJoin()
 		}
-	case c.attempted && c.opts.Now().Sub(c.lastAttempt) < c.opts.MinRefreshInterval:
+	case c.attempted && c.opts.Now().Sub(c.lastAttempt) < c.minIntervalLocked():
 		defer c.mu.Unlock()
 		return c.usableLocked()
 	default:
@@ -166,6 +166,20 @@ func (c *KeySetCache) refreshLocked(ctx context.Context) (*KeySet, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.usableLocked()
+}
+
+// unusableRetryInterval is the least time between fetches while no usable
+// set is cached (never fetched, or too old): MinRefreshInterval protects
+// the issuer from being hammered for unknown kids, but a verifier with no
+// keys at all (its issuer started after it) should not wait that long.
+const unusableRetryInterval = 500 * time.Millisecond
+
+// minIntervalLocked is the least time between two fetch attempts now.
+func (c *KeySetCache) minIntervalLocked() time.Duration {
+	if c.set == nil || c.opts.Now().Sub(c.fetchedAt) >= c.opts.MaxStale {
+		return min(c.opts.MinRefreshInterval, unusableRetryInterval)
+	}
+	return c.opts.MinRefreshInterval
 }
 
 // usableLocked returns the cached set if it is younger than MaxStale.

@@ -327,15 +327,32 @@ func TestCacheFailedFirstFetchIsRateLimited(t *testing.T) {
 		}
 	}
 	if got := srv.count(); got != 1 {
-		t.Fatalf("%d requests, want 1 (failures are not retried inside MinRefreshInterval)", got)
+		t.Fatalf("%d requests, want 1 (failures are not retried inside the retry interval)", got)
 	}
+	// With no usable set the cache retries after unusableRetryInterval, not
+	// after the (much longer) MinRefreshInterval: a verifier started before
+	// its issuer gets keys as soon as the issuer serves them.
 	srv.publish(t, k1)
-	clk.Advance(30 * time.Second)
+	clk.Advance(unusableRetryInterval)
 	if _, err := cache.LookupKey(t.Context(), k1.KeyID()); err != nil {
 		t.Fatal(err)
 	}
 	if got := srv.count(); got != 2 {
 		t.Fatalf("%d requests, want 2", got)
+	}
+	// Once a set is held, unknown kids are rate limited by
+	// MinRefreshInterval again.
+	for range 3 {
+		if _, err := cache.LookupKey(t.Context(), "made-up"); !errors.Is(err, ErrUnknownKey) {
+			t.Fatalf("LookupKey(made-up) = %v, want ErrUnknownKey", err)
+		}
+	}
+	clk.Advance(unusableRetryInterval)
+	if _, err := cache.LookupKey(t.Context(), "made-up"); !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("LookupKey(made-up) = %v, want ErrUnknownKey", err)
+	}
+	if got := srv.count(); got != 2 {
+		t.Fatalf("%d requests, want 2 (unknown kids inside MinRefreshInterval fetch nothing)", got)
 	}
 }
 

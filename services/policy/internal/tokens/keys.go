@@ -123,7 +123,17 @@ func (a fetcher) Get(ctx context.Context, u, accept string) ([]byte, error) {
 func (k *RemoteKeys) LookupKey(ctx context.Context, kid string) (jose.PublicKey, error) {
 	set := k.set.Load()
 	if set == nil {
-		return jose.PublicKey{}, fmt.Errorf("%w: %s not fetched yet", jose.ErrKeySetUnavailable, k.cache.URL())
+		// Not fetched yet (the token service started after this one) or
+		// too old: ask Run for a fetch now rather than at its next retry,
+		// and wait for it briefly, so the first calls after start-up do
+		// not fail for want of a fetch that was about to happen.
+		select {
+		case k.unknown <- "":
+		default: // a refresh is already asked for
+		}
+		if set = k.awaitSet(ctx, awaitKeysTimeout); set == nil {
+			return jose.PublicKey{}, fmt.Errorf("%w: %s not fetched yet", jose.ErrKeySetUnavailable, k.cache.URL())
+		}
 	}
 	key, err := set.LookupKey(ctx, kid)
 	if errors.Is(err, jose.ErrUnknownKey) {
@@ -133,6 +143,30 @@ func (k *RemoteKeys) LookupKey(ctx context.Context, kid string) (jose.PublicKey,
 		}
 	}
 	return key, err
+}
+
+// awaitKeysTimeout bounds how long a lookup waits for a key set that is
+// being fetched.
+const awaitKeysTimeout = 2 * time.Second
+
+// awaitSet waits until a key set is in memory, ctx ends or timeout passes.
+func (k *RemoteKeys) awaitSet(ctx context.Context, timeout time.Duration) *jose.KeySet {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if set := k.set.Load(); set != nil {
+			return set
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-deadline.C:
+			return nil
+		case <-tick.C:
+		}
+	}
 }
 
 // SetLogger sets where refresh failures are logged; call it before Run.
@@ -177,9 +211,12 @@ func (k *RemoteKeys) Run(ctx context.Context) error {
 			return ctx.Err()
 		case <-t.C:
 		case kid := <-k.unknown:
-			// KeySetCache refetches for an unknown kid, at a bounded rate.
-			if _, err := k.cache.LookupKey(ctx, kid); err != nil && !errors.Is(err, jose.ErrUnknownKey) {
-				report(err)
+			// KeySetCache refetches for an unknown kid, at a bounded rate;
+			// "" asks for the set itself (none in memory), fetched below.
+			if kid != "" {
+				if _, err := k.cache.LookupKey(ctx, kid); err != nil && !errors.Is(err, jose.ErrUnknownKey) {
+					report(err)
+				}
 			}
 		}
 		set, err := k.cache.KeySet(ctx)
