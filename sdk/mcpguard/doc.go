@@ -21,6 +21,10 @@
 //     up, and other denials with a JSON-RPC error carrying the reason;
 //   - `tools/list` filtered to the tools the token may call;
 //   - `Mcp-Method` / `Mcp-Name` headers checked against the body;
+//   - the body read strictly (no repeated keys, no case variants of the
+//     keys the guard reads, nothing after the message), so that the guard
+//     and the SDK read the same call, and an SDK middleware (Middleware)
+//     that runs a tools/call only if it is exactly one the guard allowed;
 //   - the caller (user, client, scopes) handed to the tool handler
 //     (CallerFromRequest);
 //   - the server's tool manifest published for its own resource at start-up,

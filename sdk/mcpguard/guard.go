@@ -3,6 +3,7 @@ package mcpguard
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	policyv1 "github.com/mcpid/mcpid/gen/go/mcpid/policy/v1"
@@ -65,8 +67,36 @@ func (g *Guard) Close() { g.verifier.close() }
 // hook within one HTTP request.
 type callerKey struct{}
 
-// tokenInfoExtraKey is where the caller sits in auth.TokenInfo.Extra.
-const tokenInfoExtraKey = "mcpguard.caller"
+// checkedKey carries the tool calls the HTTP layer allowed (checkedCalls)
+// from the guard to the SDK's token hook within one HTTP request.
+type checkedKey struct{}
+
+// Where the caller and the allowed calls sit in auth.TokenInfo.Extra.
+const (
+	tokenInfoExtraKey = "mcpguard.caller"
+	checkedExtraKey   = "mcpguard.checked"
+)
+
+// checkedCall is a tools/call the policy service allowed for this request:
+// the tool name and the raw arguments, exactly as the guard read them.
+type checkedCall struct {
+	name string
+	args json.RawMessage
+}
+
+type checkedCalls []checkedCall
+
+// has reports whether a call of tool with args (as the SDK decoded them)
+// is one that was checked.
+func (cs checkedCalls) has(tool string, args json.RawMessage) bool {
+	args = bytes.TrimSpace(args)
+	for _, c := range cs {
+		if c.name == tool && bytes.Equal(bytes.TrimSpace(c.args), args) {
+			return true
+		}
+	}
+	return false
+}
 
 // CallerFromRequest returns the verified caller of a tool call (or of any
 // request the guard let through). Tool handlers use it to learn the user,
@@ -85,12 +115,14 @@ func CallerFromRequest(req mcp.Request) (*Caller, bool) {
 
 // Handler returns the HTTP handler of the protected server: the protected
 // resource metadata at its well-known path, the MCP endpoint (the
-// resource's path) behind the guard, 404 elsewhere. It adds the tools/list
-// filter to server and serves it with the SDK's streamable HTTP handler
-// (stateless, so clients of every protocol revision, 2026-07-28 included,
-// are served); opts, when not nil, are passed on with Stateless forced.
+// resource's path) behind the guard, 404 elsewhere. It adds the guard's
+// Middleware to server (the outermost receiving middleware at this point:
+// add your own before calling Handler) and serves it with the SDK's
+// streamable HTTP handler (stateless, so clients of every protocol
+// revision, 2026-07-28 included, are served); opts, when not nil, are
+// passed on with Stateless forced.
 func (g *Guard) Handler(server *mcp.Server, opts *mcp.StreamableHTTPOptions) http.Handler {
-	server.AddReceivingMiddleware(g.ToolsListFilter())
+	server.AddReceivingMiddleware(g.Middleware())
 	o := mcp.StreamableHTTPOptions{}
 	if opts != nil {
 		o = *opts
@@ -115,10 +147,12 @@ func (g *Guard) Handler(server *mcp.Server, opts *mcp.StreamableHTTPOptions) htt
 	})
 }
 
-// Protect wraps an MCP streamable HTTP handler: token verification, the
-// header checks and the policy check of tools/call. Use Handler unless you
-// assemble the server yourself (then also add ToolsListFilter and serve
-// MetadataHandler at MetadataPath).
+// Protect wraps an MCP streamable HTTP handler: token verification, a strict
+// reading of the JSON-RPC body, the header checks and the policy check of
+// tools/call. Use Handler unless you assemble the server yourself: then add
+// Middleware to the *mcp.Server (without it nothing confirms that the tool
+// the SDK runs is the one checked here) and serve MetadataHandler at
+// MetadataPath.
 func (g *Guard) Protect(next http.Handler) http.Handler {
 	// The SDK learns the caller through its own bearer hook, so that tool
 	// handlers find it in the request's TokenInfo; the hook only hands on
@@ -128,7 +162,9 @@ func (g *Guard) Protect(next http.Handler) http.Handler {
 		if !ok {
 			return nil, auth.ErrInvalidToken
 		}
-		return &auth.TokenInfo{Scopes: c.Scopes, UserID: c.Subject, Extra: map[string]any{tokenInfoExtraKey: c}}, nil
+		checked, _ := r.Context().Value(checkedKey{}).(checkedCalls)
+		return &auth.TokenInfo{Scopes: c.Scopes, UserID: c.Subject,
+			Extra: map[string]any{tokenInfoExtraKey: c, checkedExtraKey: checked}}, nil
 	}, &auth.RequireBearerTokenOptions{AllowMissingExpiration: true})(next)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		g.serve(w, r, sdkHook)
@@ -187,8 +223,18 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	msgs, batch, err := parseMessages(body)
-	if err != nil {
+	switch {
+	case errors.Is(err, errInvalidMessage):
+		writeRPCError(w, http.StatusBadRequest, nil, codeInvalidRequest, err.Error(), nil)
+		return
+	case err != nil:
 		writeRPCError(w, http.StatusBadRequest, nil, codeParseError, "malformed JSON-RPC message", nil)
+		return
+	}
+	// As the SDK: batches only before 2025-06-18 (its check, made here
+	// before any policy call).
+	if p := r.Header.Get(headerProtocol); batch && p != "" && p >= protocolNoBatches {
+		writeRPCError(w, http.StatusBadRequest, nil, codeInvalidRequest, "JSON-RPC batching is not supported in "+protocolNoBatches+" and later", nil)
 		return
 	}
 	if err := checkHeaders(r.Header, msgs, batch); err != nil {
@@ -199,15 +245,18 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		writeRPCError(w, http.StatusBadRequest, id, CodeHeaderMismatch, err.Error(), nil)
 		return
 	}
+	var checked checkedCalls
 	for _, m := range msgs {
 		if m.Method != "tools/call" {
 			continue
 		}
-		if !g.allowCall(w, r, caller, m) {
+		c, ok := g.allowCall(w, r, caller, m)
+		if !ok {
 			return
 		}
+		checked = append(checked, c)
 	}
-	next.ServeHTTP(w, r)
+	next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), checkedKey{}, checked)))
 }
 
 // bearerToken extracts the token of an `Authorization: Bearer` header.
@@ -224,27 +273,28 @@ func bearerToken(values []string) (string, bool) {
 }
 
 // allowCall asks the policy service about one tools/call and, when it is
-// refused, answers the request; it reports whether the call may go on.
-func (g *Guard) allowCall(w http.ResponseWriter, r *http.Request, caller *Caller, m rpcMessage) bool {
+// refused, answers the request; it reports whether the call may go on, and
+// what was allowed.
+func (g *Guard) allowCall(w http.ResponseWriter, r *http.Request, caller *Caller, m rpcMessage) (checkedCall, bool) {
 	var p nameParams
 	if err := jsonUnmarshal(m.Params, &p); err != nil || p.Name == "" {
 		writeRPCError(w, http.StatusBadRequest, m.ID, codeInvalidRequest, "tools/call needs params.name", nil)
-		return false
+		return checkedCall{}, false
 	}
 	res, err := g.decider.check(r.Context(), caller.token, p.Name, p.Arguments)
 	if err != nil {
 		if errors.Is(err, errBadRequest) {
 			writeRPCError(w, http.StatusBadRequest, m.ID, codeInvalidRequest, "tools/call arguments must be an object", nil)
-			return false
+			return checkedCall{}, false
 		}
 		// Fail closed: no answer in time is a refusal.
 		g.cfg.Logger.Warn("mcpguard: policy check failed; refusing the call", "tool", p.Name, "error", err)
 		w.Header().Set("Retry-After", "1")
 		writeRPCError(w, http.StatusServiceUnavailable, m.ID, CodePolicyUnavailable, "authorization service unavailable; try again", nil)
-		return false
+		return checkedCall{}, false
 	}
 	if res.GetDecision() == policyv1.Decision_DECISION_ALLOW {
-		return true
+		return checkedCall{name: p.Name, args: p.Arguments}, true
 	}
 	reason := res.GetReason()
 	data := map[string]any{"reason": strings.TrimPrefix(reason.String(), "DECISION_REASON_"), "decision_id": res.GetDecisionId()}
@@ -274,7 +324,7 @@ func (g *Guard) allowCall(w http.ResponseWriter, r *http.Request, caller *Caller
 		// this version does not know: a JSON-RPC error the agent can read.
 		writeRPCError(w, http.StatusOK, m.ID, CodeToolDenied, res.GetReasonText(), data)
 	}
-	return false
+	return checkedCall{}, false
 }
 
 // stepUpScopes is the scope list of an insufficient_scope challenge. MCP
@@ -293,42 +343,82 @@ func stepUpScopes(protocol string, res *policyv1.CheckResult) []string {
 	return slices.Compact(out)
 }
 
-// ToolsListFilter is the MCP server middleware that removes from tools/list
-// the tools the caller may not call. Handler adds it; add it yourself when
-// you use Protect. When the policy service cannot answer, tools/list fails
-// (fail closed) rather than list tools that would be refused.
-func (g *Guard) ToolsListFilter() mcp.Middleware {
+// Middleware is the MCP server middleware that holds the guard's decisions
+// to what the SDK decoded. Handler adds it; add it yourself when you use
+// Protect.
+//
+//   - tools/call runs only when the SDK's tool name and raw arguments are
+//     exactly those of a call the guard allowed for the same HTTP request.
+//     Protect reads the body strictly, so the two agree; if they ever do
+//     not (a parser difference the strict reading missed), the call is
+//     refused with a JSON-RPC invalid request rather than run unchecked.
+//     The decision itself stays in Protect, where a scope denial can still
+//     be an HTTP 403 with the step-up challenge.
+//   - tools/list lists only the tools the caller may call. When the policy
+//     service cannot answer, tools/list fails (fail closed) rather than
+//     list tools that would be refused.
+func (g *Guard) Middleware() mcp.Middleware {
 	return func(next mcp.MethodHandler) mcp.MethodHandler {
 		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
-			if method != "tools/list" {
+			switch method {
+			case "tools/call":
+				if err := g.confirmCall(req); err != nil {
+					return nil, err
+				}
+				return next(ctx, method, req)
+			case "tools/list":
+				return g.filterTools(ctx, next, method, req)
+			default:
 				return next(ctx, method, req)
 			}
-			caller, ok := CallerFromRequest(req)
-			if !ok {
-				return nil, errors.New("mcpguard: tools/list without a verified caller")
-			}
-			allowed, err := g.decider.allowedTools(ctx, caller.token)
-			if err != nil {
-				g.cfg.Logger.Warn("mcpguard: tools/list filter failed", "error", err)
-				return nil, errors.New("authorization service unavailable; try again")
-			}
-			res, err := next(ctx, method, req)
-			if err != nil {
-				return res, err
-			}
-			list, ok := res.(*mcp.ListToolsResult)
-			if !ok {
-				return res, nil
-			}
-			names := allowed.GetAllowedTools()
-			if allowed.GetDecision() != policyv1.Decision_DECISION_ALLOW {
-				names = nil
-			}
-			filtered := *list
-			filtered.Tools = slices.DeleteFunc(slices.Clone(list.Tools), func(t *mcp.Tool) bool {
-				return !slices.Contains(names, t.Name)
-			})
-			return &filtered, nil
 		}
 	}
+}
+
+// confirmCall refuses a tools/call that is not one the guard allowed.
+func (g *Guard) confirmCall(req mcp.Request) error {
+	call, ok := req.(*mcp.CallToolRequest)
+	var checked checkedCalls
+	if extra := req.GetExtra(); extra != nil && extra.TokenInfo != nil {
+		checked, _ = extra.TokenInfo.Extra[checkedExtraKey].(checkedCalls)
+	}
+	if ok && call.Params != nil && checked.has(call.Params.Name, call.Params.Arguments) {
+		return nil
+	}
+	tool := ""
+	if ok && call.Params != nil {
+		tool = call.Params.Name
+	}
+	g.cfg.Logger.Warn("mcpguard: refusing a tool call that is not the one authorized (request body read differently?)", "tool", tool)
+	return &jsonrpc.Error{Code: codeInvalidRequest, Message: "mcpguard: this tool call was not authorized"}
+}
+
+// filterTools answers tools/list with the tools the caller may call.
+func (g *Guard) filterTools(ctx context.Context, next mcp.MethodHandler, method string, req mcp.Request) (mcp.Result, error) {
+	caller, ok := CallerFromRequest(req)
+	if !ok {
+		return nil, errors.New("mcpguard: tools/list without a verified caller")
+	}
+	allowed, err := g.decider.allowedTools(ctx, caller.token)
+	if err != nil {
+		g.cfg.Logger.Warn("mcpguard: tools/list filter failed", "error", err)
+		return nil, errors.New("authorization service unavailable; try again")
+	}
+	res, err := next(ctx, method, req)
+	if err != nil {
+		return res, err
+	}
+	list, ok := res.(*mcp.ListToolsResult)
+	if !ok {
+		return res, nil
+	}
+	names := allowed.GetAllowedTools()
+	if allowed.GetDecision() != policyv1.Decision_DECISION_ALLOW {
+		names = nil
+	}
+	filtered := *list
+	filtered.Tools = slices.DeleteFunc(slices.Clone(list.Tools), func(t *mcp.Tool) bool {
+		return !slices.Contains(names, t.Name)
+	})
+	return &filtered, nil
 }

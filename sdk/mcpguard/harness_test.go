@@ -68,6 +68,21 @@ type env struct {
 	calls    atomic.Int64 // policy RPCs the guard made
 	now      atomic.Int64 // clock offset for the guard
 	lastCall atomic.Pointer[mcpguard.Caller]
+	ranMu    sync.Mutex
+	ran      []ranCall // what the tool handlers ran, in order
+}
+
+// ranCall is one run of a tool handler: the tool and the arguments it got.
+type ranCall struct {
+	tool string
+	args map[string]any
+}
+
+// runs returns the tool calls the handlers ran so far.
+func (e *env) runs() []ranCall {
+	e.ranMu.Lock()
+	defer e.ranMu.Unlock()
+	return append([]ranCall(nil), e.ran...)
 }
 
 type envOpts struct {
@@ -199,17 +214,21 @@ func crmConfig(e *env, conn grpc.ClientConnInterface, timeout time.Duration) mcp
 	}
 }
 
-// mcpServer is the protected server; its tools record who called them.
+// mcpServer is the protected server; its tools record who called them, and
+// which tool ran with which arguments.
 func (e *env) mcpServer() *mcp.Server {
 	s := mcp.NewServer(&mcp.Implementation{Name: "test-crm", Version: "1.0.0"}, nil)
 	type none struct{}
 	for _, name := range []string{"list_contacts", "update_deal", "export_contacts"} {
-		mcp.AddTool(s, &mcp.Tool{Name: name}, func(_ context.Context, req *mcp.CallToolRequest, _ map[string]any) (*mcp.CallToolResult, none, error) {
+		mcp.AddTool(s, &mcp.Tool{Name: name}, func(_ context.Context, req *mcp.CallToolRequest, args map[string]any) (*mcp.CallToolResult, none, error) {
 			c, ok := mcpguard.CallerFromRequest(req)
 			if !ok {
 				return nil, none{}, io.ErrUnexpectedEOF
 			}
 			e.lastCall.Store(c)
+			e.ranMu.Lock()
+			e.ran = append(e.ran, ranCall{tool: name, args: args})
+			e.ranMu.Unlock()
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: name + " ok for " + c.Subject}}}, none{}, nil
 		})
 	}

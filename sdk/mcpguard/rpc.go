@@ -1,7 +1,6 @@
 package mcpguard
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -19,6 +18,8 @@ const (
 	// every scope an operation needs in an insufficient_scope challenge;
 	// older clients expect the granted scopes plus the missing ones.
 	protocolScopesAll = "2026-07-28"
+	// protocolNoBatches is the first revision without JSON-RPC batches.
+	protocolNoBatches = "2025-06-18"
 )
 
 // JSON-RPC error codes the guard answers with. -32020 is the MCP SDK's
@@ -36,40 +37,32 @@ var (
 	errPolicyUnavailable = errors.New("mcpguard: policy service unavailable")
 )
 
-// rpcMessage is the part of a JSON-RPC message the guard reads.
+// rpcMessage is the part of a JSON-RPC message the guard reads, as
+// parseMessages reads it.
 type rpcMessage struct {
-	ID     json.RawMessage `json:"id,omitempty"`
-	Method string          `json:"method,omitempty"`
-	Params json.RawMessage `json:"params,omitempty"`
+	ID     json.RawMessage
+	Method string
+	Params json.RawMessage
 }
 
-// nameParams are the params fields that carry an Mcp-Name.
+// nameParams are the params fields that carry an Mcp-Name. parseMessages
+// has refused params with repeated or case-folded variants of these keys,
+// so encoding/json reads them as the SDK does.
 type nameParams struct {
 	Name      string          `json:"name"`
 	URI       string          `json:"uri"`
 	Arguments json.RawMessage `json:"arguments"`
 }
 
-// parseMessages reads a body holding one JSON-RPC message or a batch.
-func parseMessages(body []byte) (msgs []rpcMessage, batch bool, err error) {
-	trimmed := bytes.TrimLeft(body, " \t\r\n")
-	if len(trimmed) > 0 && trimmed[0] == '[' {
-		if err := json.Unmarshal(trimmed, &msgs); err != nil {
-			return nil, true, err
-		}
-		return msgs, true, nil
-	}
-	var m rpcMessage
-	if err := json.Unmarshal(trimmed, &m); err != nil {
-		return nil, false, err
-	}
-	return []rpcMessage{m}, false, nil
+// hasName reports whether the method's params carry an Mcp-Name.
+func (m rpcMessage) hasName() bool {
+	return m.Method == "tools/call" || m.Method == "prompts/get" || m.Method == "resources/read"
 }
 
 // name returns the Mcp-Name of a request: the tool or prompt name, or the
 // resource URI.
 func (m rpcMessage) name() (string, bool) {
-	if m.Method != "tools/call" && m.Method != "prompts/get" && m.Method != "resources/read" {
+	if !m.hasName() {
 		return "", false
 	}
 	var p nameParams
