@@ -9,6 +9,8 @@ import (
 var (
 	operatorRead  = principal.Rule{Operators: principal.OperatorRead}
 	operatorWrite = principal.Rule{Operators: principal.OperatorWrite}
+
+	revocationFollowers = []string{devca.ServicePolicy, devca.ServiceRegistration, devca.ServiceAudit}
 )
 
 // methodPolicy is the allowlist of every TokenService method and who may call it
@@ -44,8 +46,9 @@ func methodPolicy() principal.Policy {
 		// Revocations registration asks for (client suspended, expired, deleted or redirect URIs changed), and operators.
 		tokenv1.TokenService_RevokeConsents_FullMethodName: principal.Rule{Operators: principal.OperatorWrite, Services: []string{devca.ServiceRegistration}},
 		tokenv1.TokenService_RevokeGrants_FullMethodName:   principal.Rule{Operators: principal.OperatorWrite, Services: []string{devca.ServiceRegistration}},
-		// The revocation feed: policy replicas, MCP servers (their own resource only, checked by the handler) and operators.
-		tokenv1.TokenService_ListRevocations_FullMethodName:  principal.Rule{Operators: principal.OperatorRead, Services: []string{devca.ServicePolicy}, MCPServers: true},
-		tokenv1.TokenService_WatchRevocations_FullMethodName: principal.Rule{Operators: principal.OperatorRead, Services: []string{devca.ServicePolicy}, MCPServers: true},
+		// The revocation feed: policy replicas (every resource), registration and audit (urn:mcpid:admin: revoked
+		// operator logins), MCP servers (their own resource only, checked by the handler) and operators.
+		tokenv1.TokenService_ListRevocations_FullMethodName:  principal.Rule{Operators: principal.OperatorRead, Services: revocationFollowers, MCPServers: true},
+		tokenv1.TokenService_WatchRevocations_FullMethodName: principal.Rule{Operators: principal.OperatorRead, Services: revocationFollowers, MCPServers: true},
 	}
 }

@@ -54,6 +54,7 @@ const (
 	DefaultSigningAlg           = jose.ES256
 	DefaultAccessTokenTTL       = 5 * time.Minute
 	DefaultCodeTTL              = 60 * time.Second
+	DefaultRevocationClockSkew  = 2 * time.Second
 	DefaultAuthRequestTTL       = 10 * time.Minute
 	DefaultSessionTTL           = 12 * time.Hour
 	DefaultGrantLifetime        = 30 * 24 * time.Hour
@@ -102,6 +103,9 @@ type Config struct {
 	// RefreshGrace accepts the previous refresh token this long after a
 	// rotation (0: never).
 	RefreshGrace time.Duration
+	// RevocationClockSkew is the clock difference between replicas that a
+	// revocation watermark tolerates (0: the default).
+	RevocationClockSkew time.Duration
 	// RefreshTokenIssuance is "offline_access" (default) or "registered".
 	RefreshTokenIssuance string
 	JWKSMaxAge           time.Duration
@@ -130,6 +134,10 @@ type Config struct {
 	// ConnectorsFile seeds identity connectors at start-up (YAML, see
 	// docs/sso.md); connectors that exist are left as they are.
 	ConnectorsFile config.SecretFile
+	// ConnectorSecretsDir is the directory whose files the admin API may
+	// name as a connector's client_secret_file (empty: none; the API then
+	// takes client_secret, sealed with the KEK).
+	ConnectorSecretsDir string
 	// NoPasswordLogin turns the built-in directory's username and password
 	// form off (every user signs in through a connector).
 	NoPasswordLogin bool
@@ -163,6 +171,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.SessionTTL, "session-ttl", DefaultSessionTTL, "browser session lifetime")
 	fs.DurationVar(&c.GrantLifetime, "grant-lifetime", DefaultGrantLifetime, "absolute lifetime of a refresh token family")
 	fs.DurationVar(&c.RefreshGrace, "refresh-grace", 0, "accept the immediately previous refresh token this long after a rotation (0: never)")
+	fs.DurationVar(&c.RevocationClockSkew, "revocation-clock-skew", DefaultRevocationClockSkew, "clock difference between replicas a revocation watermark covers")
 	fs.StringVar(&c.RefreshTokenIssuance, "refresh-token-issuance", DefaultRefreshTokenIssuance, "when a refresh token is issued: offline_access (consented) or registered (client has the refresh_token grant)")
 	fs.DurationVar(&c.JWKSMaxAge, "jwks-max-age", DefaultJWKSMaxAge, "JWKS cache lifetime advertised to verifiers")
 	fs.BoolVar(&c.NoRegistrationEndpoint, "no-registration-endpoint", false, "leave registration_endpoint out of the metadata (dynamic registration disabled)")
@@ -179,6 +188,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var(&c.SeedPasswordFile, "seed-password-file", "file holding the seed user's password")
 	fs.BoolVar(&c.AuditStrict, "audit-strict", false, "wait for audit to acknowledge each client_credentials issuance event")
 	fs.Var(&c.ConnectorsFile, "connectors-file", "YAML file of identity connectors created at start-up when absent (docs/sso.md)")
+	fs.StringVar(&c.ConnectorSecretsDir, "connector-secrets-dir", "", "directory whose files CreateConnector/UpdateConnector may name as client_secret_file (empty: only the connectors file's own paths)")
 	fs.BoolVar(&c.NoPasswordLogin, "no-password-login", false, "turn off the built-in directory's password form (sign-in through connectors only)")
 	fs.DurationVar(&c.SigningKeyRotation, "signing-key-rotation", keyring.DefaultRotateEvery, "how long a signing key signs before its successor is published (negative: only on request)")
 }
@@ -253,6 +263,7 @@ func (c Config) settings() (*settings, error) {
 		SessionTTL:            orDefault(c.SessionTTL, DefaultSessionTTL),
 		GrantLifetime:         orDefault(c.GrantLifetime, DefaultGrantLifetime),
 		RefreshGrace:          c.RefreshGrace,
+		RevocationSkew:        orDefault(c.RevocationClockSkew, DefaultRevocationClockSkew),
 		RefreshIssuance:       c.RefreshTokenIssuance,
 		AdvertiseRegistration: !c.NoRegistrationEndpoint,
 		ServiceDocumentation:  c.ServiceDocumentation,
@@ -276,6 +287,7 @@ func (c Config) settings() (*settings, error) {
 		checkDur("session-ttl", o.SessionTTL, time.Minute, 30*24*time.Hour),
 		checkDur("grant-lifetime", o.GrantLifetime, time.Minute, 365*24*time.Hour),
 		checkDur("refresh-grace", o.RefreshGrace, 0, time.Minute),
+		checkDur("revocation-clock-skew", o.RevocationSkew, 0, time.Minute),
 	} {
 		if chk != nil {
 			return nil, chk
@@ -471,7 +483,8 @@ func (c Config) setup(_ context.Context, b *service.Base, st *settings, verifier
 	}
 	fed, err := sso.New(sso.Config{
 		Issuer: st.oauth.Issuer, Etcd: b.Etcd, Service: Name, KEK: st.kek, Events: ev, Fetch: st.ssoFetch,
-		StateTTL: st.oauth.AuthRequestTTL, PasswordLogin: !c.NoPasswordLogin, Seed: st.connectors, Now: now, Logger: b.Logger,
+		StateTTL: st.oauth.AuthRequestTTL, PasswordLogin: !c.NoPasswordLogin, Seed: st.connectors,
+		SecretsDir: c.ConnectorSecretsDir, Now: now, Logger: b.Logger,
 	})
 	if err != nil {
 		return nil, err

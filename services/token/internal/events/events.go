@@ -81,6 +81,10 @@ func (e *Emitter) Emit(ctx context.Context, ev *auditv1.Event) {
 type Request struct {
 	SourceAddress string
 	UserAgent     string
+	// ClientID is the client of the pending authorization request the
+	// sign-in belongs to ("" when no request is known, e.g. a callback
+	// whose state was unknown).
+	ClientID string
 }
 
 // protect wraps personal data; empty values stay unset.
@@ -150,7 +154,7 @@ func SystemActor(job string) *auditv1.Actor {
 func LoginSucceeded(userID, email, connectorID string, r Request) *auditv1.Event {
 	return &auditv1.Event{
 		Type: auditv1.EventType_EVENT_TYPE_LOGIN_SUCCEEDED, Actor: UserActor(userID), UserId: userID,
-		ConnectorId: connectorID, SourceAddress: protect(r.SourceAddress), UserAgent: protect(r.UserAgent),
+		ConnectorId: connectorID, ClientId: r.ClientID, SourceAddress: protect(r.SourceAddress), UserAgent: protect(r.UserAgent),
 		UserEmail: protect(email),
 	}
 }
@@ -160,7 +164,7 @@ func LoginSucceeded(userID, email, connectorID string, r Request) *auditv1.Event
 func LoginFailed(userID, loginName, reason string, r Request) *auditv1.Event {
 	ev := &auditv1.Event{
 		Type: auditv1.EventType_EVENT_TYPE_LOGIN_FAILED, Actor: AnonymousActor(), UserId: userID, Reason: reason,
-		SourceAddress: protect(r.SourceAddress), UserAgent: protect(r.UserAgent),
+		ClientId: r.ClientID, SourceAddress: protect(r.SourceAddress), UserAgent: protect(r.UserAgent),
 	}
 	if userID == "" {
 		ev.LoginName = protect(loginName)

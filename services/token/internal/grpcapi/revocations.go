@@ -9,19 +9,32 @@ import (
 
 	tokenv1 "github.com/mcpid/mcpid/gen/go/mcpid/token/v1"
 	"github.com/mcpid/mcpid/lib/apierr"
+	"github.com/mcpid/mcpid/lib/devca"
 	"github.com/mcpid/mcpid/lib/principal"
 	"github.com/mcpid/mcpid/services/token/internal/revocation"
 	"github.com/mcpid/mcpid/services/token/internal/store"
 )
 
 // feedResource checks the resource filter against the caller: an MCP server
-// must name its own resource; services and operators may name any or none.
+// must name its own resource; the policy service and operators may name any
+// or none; other services only urn:mcpid:admin.
+// Besides resource URIs the filter may be exactly urn:mcpid:admin: the
+// services that verify operator tokens follow only what concerns them.
 func feedResource(ctx context.Context, raw string) (string, error) {
+	p, _ := principal.FromContext(ctx)
+	if raw == principal.AdminAudience && p.Kind != principal.KindMCPServer {
+		return raw, nil
+	}
+	// Registration and audit follow the feed only to refuse revoked
+	// operator logins: they get nothing else (least privilege).
+	if p.Kind == principal.KindService && p.ID != devca.ServicePolicy {
+		return "", apierr.New(codes.PermissionDenied, tokenv1.ErrorReason_ERROR_REASON_CALLER_RESOURCE_MISMATCH.String(),
+			"this service may only follow the revocations of "+principal.AdminAudience)
+	}
 	res, err := canonicalField("resource", raw)
 	if err != nil {
 		return "", err
 	}
-	p, _ := principal.FromContext(ctx)
 	if p.Kind == principal.KindMCPServer && (res == "" || res != p.Resource) {
 		return "", apierr.New(codes.PermissionDenied, tokenv1.ErrorReason_ERROR_REASON_CALLER_RESOURCE_MISMATCH.String(),
 			"an MCP server may only follow the revocations of its own resource")

@@ -58,6 +58,11 @@ type Ring struct {
 	log   *slog.Logger
 	cache *etcdstore.Cache[*store.SigningKey]
 
+	// created maps a kid to its record's etcd CreateRevision: the exact
+	// order in which keys were written, whatever the replicas' clocks say
+	// (a kid is never reused, so an entry never changes).
+	created sync.Map
+
 	mu      sync.Mutex // serializes rebuilds
 	active  atomic.Pointer[jose.SigningKey]
 	public  atomic.Pointer[published]
@@ -91,6 +96,7 @@ func New(cfg Config) (*Ring, error) {
 			if err := json.Unmarshal(kv.Value, k); err != nil {
 				return nil, err
 			}
+			r.created.Store(k.Kid, kv.CreateRevision)
 			return k, nil
 		},
 		OnChange: func(etcdstore.Change[*store.SigningKey]) { r.rebuild() },

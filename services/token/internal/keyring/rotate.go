@@ -2,6 +2,7 @@ package keyring
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -69,10 +70,20 @@ var (
 // Alg is the configured signing algorithm.
 func (r *Ring) Alg() string { return r.cfg.Alg }
 
-// snapshotOf returns the stored keys of alg by state.
+// snapshotOf returns the stored keys of alg by state, from this replica's
+// cache.
 func (r *Ring) snapshotOf(alg string) (active *store.SigningKey, pending, retiring []*store.SigningKey) {
 	snap, _ := r.cache.Snapshot()
+	keys := make([]*store.SigningKey, 0, len(snap))
 	for _, k := range snap {
+		keys = append(keys, k)
+	}
+	return classify(keys, alg)
+}
+
+// classify sorts keys of alg by state (pending oldest first).
+func classify(keys []*store.SigningKey, alg string) (active *store.SigningKey, pending, retiring []*store.SigningKey) {
+	for _, k := range keys {
 		if k.Alg != alg {
 			continue
 		}
@@ -109,6 +120,19 @@ func (r *Ring) Rotate(ctx context.Context, actor *auditv1.Actor, alg string, eme
 	}
 	rot := r.cfg.Rotation.withDefaults()
 	active, pending, retiring := r.snapshotOf(alg)
+	fromRev := int64(0)
+	if emergency {
+		// An emergency rotation must retire every earlier key, including a
+		// PENDING one another replica wrote that this cache has not seen
+		// yet (it does not move the active pointer, so the pointer
+		// condition alone would not notice it): read the keys from etcd.
+		keys, rev, err := r.readKeys(ctx)
+		if err != nil {
+			return nil, err
+		}
+		active, pending, retiring = classify(keys, alg)
+		fromRev = rev
+	}
 	if active == nil {
 		return nil, ErrNotReady
 	}
@@ -153,6 +177,14 @@ func (r *Ring) Rotate(ctx context.Context, actor *auditv1.Actor, alg string, eme
 	}
 	if err := r.cfg.Store.UpdateSigningKeys(ctx, alg, active.Kid, newActive, puts, ops...); err != nil {
 		return nil, err
+	}
+	if emergency {
+		// A key written between the read above and the commit (conditional
+		// on the old pointer, so before the commit) is retired now;
+		// step never promotes it either (it predates the active key).
+		if err := r.retireOlder(ctx, actor, alg, rec.Kid, fromRev, "emergency: "+reason); err != nil {
+			return nil, err
+		}
 	}
 	if err := r.waitFor(ctx, rec.Kid); err != nil {
 		return nil, err
@@ -233,6 +265,24 @@ func (r *Ring) step(ctx context.Context, rot Rotation) error {
 	}
 	now := r.cfg.Now().UTC()
 	actor := events.SystemActor("signing-key-rotation")
+	// A PENDING key written before the active key (a scheduled rotation
+	// that raced an emergency one) must never become active: it would undo
+	// the emergency rotation. Retire it instead.
+	var stale []*store.SigningKey
+	pending, stale = r.splitStale(active, pending)
+	if len(stale) > 0 {
+		var puts []*store.SigningKey
+		var evs []*auditv1.Event
+		for _, p := range stale {
+			q := clone(p)
+			q.State, q.Retire, q.Remove = store.KeyRetired, now, now
+			puts = append(puts, q)
+			evs = append(evs, events.KeyRotated(actor, q.Kid, "retired", alg, "superseded"))
+		}
+		if err := r.commit(ctx, alg, active.Kid, "", puts, evs); err != nil {
+			return err
+		}
+	}
 	switch {
 	case len(pending) > 0 && !now.Before(pending[len(pending)-1].Activate):
 		// Promote the newest due PENDING key; older PENDING ones (a lost
@@ -317,4 +367,99 @@ func (r *Ring) reseal(ctx context.Context, alg string) error {
 		}
 	}
 	return nil
+}
+
+// createRev is the etcd CreateRevision of kid's record (0 if unknown).
+func (r *Ring) createRev(kid string) int64 {
+	v, ok := r.created.Load(kid)
+	if !ok {
+		return 0
+	}
+	rev, _ := v.(int64)
+	return rev
+}
+
+// splitStale separates the PENDING keys written before the active key
+// (by etcd revision) from those written after it.
+func (r *Ring) splitStale(active *store.SigningKey, pending []*store.SigningKey) (fresh, stale []*store.SigningKey) {
+	ar := r.createRev(active.Kid)
+	for _, p := range pending {
+		if pr := r.createRev(p.Kid); ar > 0 && pr > 0 && pr < ar {
+			stale = append(stale, p)
+			continue
+		}
+		fresh = append(fresh, p)
+	}
+	return fresh, stale
+}
+
+// readKeys reads every signing key record from etcd (linearizable), with
+// the revision read at.
+func (r *Ring) readKeys(ctx context.Context) ([]*store.SigningKey, int64, error) {
+	kvs, rev, err := r.readKVs(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([]*store.SigningKey, 0, len(kvs))
+	for _, kv := range kvs {
+		out = append(out, kv.key)
+	}
+	return out, rev, nil
+}
+
+type keyKV struct {
+	key       *store.SigningKey
+	createRev int64
+}
+
+func (r *Ring) readKVs(ctx context.Context) ([]keyKV, int64, error) {
+	resp, err := r.cfg.Etcd.Get(ctx, r.cfg.Store.SigningKeysPrefix().String(), clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, fmt.Errorf("keyring: read signing keys: %w", err)
+	}
+	out := make([]keyKV, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		k := new(store.SigningKey)
+		if err := json.Unmarshal(kv.Value, k); err != nil {
+			return nil, 0, fmt.Errorf("keyring: decode signing key: %w", err)
+		}
+		out = append(out, keyKV{key: k, createRev: kv.CreateRevision})
+	}
+	return out, resp.Header.Revision, nil
+}
+
+// retireOlder retires every published key of alg other than kid that was
+// written after fromRev but before kid: keys an emergency rotation's read
+// missed. The write is conditional on kid still being active.
+func (r *Ring) retireOlder(ctx context.Context, actor *auditv1.Actor, alg, kid string, fromRev int64, reason string) error {
+	kvs, _, err := r.readKVs(ctx)
+	if err != nil {
+		return err
+	}
+	var mine int64
+	for _, kv := range kvs {
+		if kv.key.Kid == kid {
+			mine = kv.createRev
+		}
+	}
+	now := r.cfg.Now().UTC()
+	var puts []*store.SigningKey
+	var evs []*auditv1.Event
+	for _, kv := range kvs {
+		k := kv.key
+		if k.Alg != alg || k.Kid == kid || k.State == store.KeyRetired || kv.createRev <= fromRev || (mine > 0 && kv.createRev > mine) {
+			continue
+		}
+		q := clone(k)
+		q.State, q.Remove = store.KeyRetired, now
+		if q.Retire.IsZero() {
+			q.Retire = now
+		}
+		puts = append(puts, q)
+		evs = append(evs, events.KeyRotated(actor, q.Kid, "retired", alg, reason))
+	}
+	if len(puts) == 0 {
+		return nil
+	}
+	return r.commit(ctx, alg, kid, "", puts, evs)
 }

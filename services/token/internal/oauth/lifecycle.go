@@ -70,10 +70,12 @@ type RevokeResult struct {
 }
 
 // watermark is the "issued before" time of a revocation made now: the next
-// whole second, so a token issued in the same second (iat has second
-// precision) is rejected too.
+// whole second after now plus the clock skew margin, so a token issued in
+// the same second (iat has second precision) is rejected too, and so is one
+// minted a moment earlier by a replica whose clock runs ahead by up to the
+// margin.
 func (s *Service) watermark() time.Time {
-	return s.d.Now().UTC().Truncate(time.Second).Add(time.Second)
+	return s.d.Now().UTC().Add(s.cfg.RevocationSkew).Truncate(time.Second).Add(time.Second)
 }
 
 // RevokeGrants revokes one grant, or every grant of a user, client or
@@ -114,8 +116,37 @@ func (s *Service) RevokeGrants(ctx context.Context, actor *auditv1.Actor, sel Re
 	default:
 		return RevokeResult{}, apierr.New(codes.InvalidArgument, apierr.ReasonInvalidField, "a selector is required").WithMetadata("field", "selector")
 	}
-	// Grants first, so no refresh can mint a token after the watermark;
-	// then the watermark, which covers every token already issued.
+	// The audit event rides in the watermark's transaction (a state change
+	// and its event commit together); it counts the grants held when the
+	// revocation was decided.
+	held, err := s.d.Store.ListGrantIDs(ctx, by, id)
+	if err != nil {
+		return RevokeResult{}, storeErr(err)
+	}
+	ev := events.GrantRevoked(actor, by, reason, "", "", "", "", len(held))
+	switch kind {
+	case store.RevokeUser:
+		ev.UserId = id
+	case store.RevokeClient:
+		ev.ClientId = id
+	case store.RevokeResource:
+		ev.Resource = id
+	}
+	op, err := s.d.Events.Op(ctx, ev)
+	if err != nil {
+		return RevokeResult{}, err
+	}
+	// The watermark first, then the grants: a code redemption or refresh
+	// that commits after the grant listing below reads the watermark back
+	// after its commit (CutoffRevision) and undoes itself; one that
+	// committed before it is listed and deleted here.
+	before := s.watermark()
+	rev, err := s.d.Store.PutRevocation(ctx, &store.Revocation{
+		Kind: kind, ID: id, IssuedBefore: before, Expires: before.Add(s.maxTokTTL + time.Minute),
+	}, op)
+	if err != nil {
+		return RevokeResult{}, storeErr(err)
+	}
 	ids, err := s.d.Store.ListGrantIDs(ctx, by, id)
 	if err != nil {
 		return RevokeResult{}, storeErr(err)
@@ -129,26 +160,6 @@ func (s *Service) RevokeGrants(ctx context.Context, actor *auditv1.Actor, sel Re
 		if found {
 			n++
 		}
-	}
-	before := s.watermark()
-	ev := events.GrantRevoked(actor, by, reason, "", "", "", "", n)
-	switch kind {
-	case store.RevokeUser:
-		ev.UserId = id
-	case store.RevokeClient:
-		ev.ClientId = id
-	case store.RevokeResource:
-		ev.Resource = id
-	}
-	op, err := s.d.Events.Op(ctx, ev)
-	if err != nil {
-		return RevokeResult{}, err
-	}
-	rev, err := s.d.Store.PutRevocation(ctx, &store.Revocation{
-		Kind: kind, ID: id, IssuedBefore: before, Expires: before.Add(s.maxTokTTL + time.Minute),
-	}, op)
-	if err != nil {
-		return RevokeResult{}, storeErr(err)
 	}
 	s.awaitRevocation(ctx, rev)
 	return RevokeResult{Revision: rev, IssuedBefore: before, Grants: n}, nil
@@ -231,6 +242,9 @@ func (s *Service) RevokeConsents(ctx context.Context, actor *auditv1.Actor, sel 
 	if keepGrants {
 		return res, nil
 	}
+	if err := s.cutCodes(ctx, sel.UserID, sel.ClientID, sel.Resource); err != nil {
+		return res, err
+	}
 	g, err := s.revokeTripleGrants(ctx, actor, sel, reason)
 	g.Consents = res.Consents
 	return g, err
@@ -278,4 +292,40 @@ func (s *Service) revokeTripleGrants(ctx context.Context, actor *auditv1.Actor, 
 	}
 	s.awaitRevocation(ctx, res.Revision)
 	return res, nil
+}
+
+// cutCodes stops the authorization codes of (user, client, resource) issued
+// so far (an empty field matches all): written before the grants are
+// revoked, so a redemption either created its grant in time to be revoked
+// or reads the cut-off after its commit and undoes itself.
+func (s *Service) cutCodes(ctx context.Context, userID, clientID, res string) error {
+	// The selectors are a triple, a user or a client: the three shapes
+	// CutoffRevision reads.
+	if userID == "" && clientID == "" {
+		return nil
+	}
+	if err := s.d.Store.PutCodeCutoff(ctx, userID, clientID, res, s.d.Now().UTC().Add(s.cfg.CodeTTL+time.Minute)); err != nil {
+		return storeErr(err)
+	}
+	return nil
+}
+
+// undoIfRevoked is the second half of the revocation handshake for a grant
+// this call has just created or rotated: when a USER, CLIENT or RESOURCE
+// watermark or a code cut-off of the grant was written after issuedRev (the
+// code's or the grant's creation revision), the revocation raced this call;
+// its grant listing may have missed the grant, so the grant is deleted here
+// and the call answers invalid_grant.
+func (s *Service) undoIfRevoked(ctx context.Context, g *store.Grant, issuedRev int64) error {
+	cut, err := s.d.Store.CutoffRevision(ctx, g.UserID, g.ClientID, g.Resource)
+	if err != nil {
+		return storeErr(err)
+	}
+	if cut <= issuedRev {
+		return nil
+	}
+	if _, err := s.d.Store.DeleteGrant(ctx, g.ID); err != nil {
+		return storeErr(err)
+	}
+	return oauthErr("invalid_grant", "the grant was revoked")
 }

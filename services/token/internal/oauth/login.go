@@ -169,6 +169,7 @@ func (s *Service) Login(ctx context.Context, in LoginInput) (*LoginResult, error
 	if !equalSecret(p.Req.CSRF, in.CSRF) {
 		return nil, pageErr(http.StatusForbidden, msgBadForm)
 	}
+	in.Request.ClientID = p.Req.ClientID
 	if err := s.resolve(ctx, p); err != nil {
 		return nil, err
 	}
@@ -472,6 +473,7 @@ func (s *Service) FederatedStart(ctx context.Context, in FederatedStartInput) (s
 	if !equalSecret(p.Req.CSRF, in.CSRF) {
 		return "", pageErr(http.StatusForbidden, msgBadForm)
 	}
+	in.Request.ClientID = p.Req.ClientID
 	if err := s.resolve(ctx, p); err != nil {
 		return "", err
 	}
@@ -536,6 +538,9 @@ func (s *Service) FederatedCallback(ctx context.Context, in FederatedCallbackInp
 	}
 	flow, id, err := c.Complete(ctx, in.HTTP)
 	if f, ok := connector.AsFailure(err); ok {
+		// A failure after the state was taken still knows the request:
+		// record its client (best effort; never from URL parameters).
+		in.Request.ClientID = s.pendingClient(ctx, flow, in.BrowserHash)
 		s.federatedFailure(ctx, c.ID(), "", f, in.Request)
 		status := http.StatusBadRequest
 		switch f.Reason {
@@ -556,6 +561,7 @@ func (s *Service) FederatedCallback(ctx context.Context, in FederatedCallbackInp
 		s.federatedFailure(ctx, c.ID(), "", &connector.Failure{Reason: connector.ReasonStateMismatch, Subject: id.Subject}, in.Request)
 		return nil, err
 	}
+	in.Request.ClientID = p.Req.ClientID
 	if err := s.resolve(ctx, p); err != nil {
 		return nil, err
 	}
@@ -594,6 +600,20 @@ func (s *Service) FederatedCallback(ctx context.Context, in FederatedCallbackInp
 		}
 	}
 	return res, err
+}
+
+// pendingClient is the client_id of the pending request a connector flow
+// belongs to, "" when the flow carries none or the request is gone (or is
+// another browser's).
+func (s *Service) pendingClient(ctx context.Context, flow connector.Flow, browserHash string) string {
+	if flow.RequestID == "" {
+		return ""
+	}
+	p, err := s.load(ctx, flow.RequestID, browserHash)
+	if err != nil {
+		return ""
+	}
+	return p.Req.ClientID
 }
 
 // links returns the identity link store if the registry provides one.

@@ -133,6 +133,9 @@ func mergeScopes(a, b []string) []string {
 func (s *Service) RevokeAgent(ctx context.Context, userID, clientID, res string) (ConsentResult, error) {
 	actor := events.UserActor(userID)
 	var r ConsentResult
+	if err := s.cutCodes(ctx, userID, clientID, res); err != nil {
+		return r, err
+	}
 	op, err := s.d.Events.Op(ctx, events.ConsentRevoked(actor, userID, clientID, res, "my_agents", false))
 	if err != nil {
 		return r, err

@@ -80,6 +80,12 @@ type Config struct {
 	AdvertiseRegistration bool
 	// ServiceDocumentation is advertised when set.
 	ServiceDocumentation string
+	// RevocationSkew is the clock difference between replicas a watermark
+	// tolerates: it covers tokens with iat up to the revoking replica's now
+	// plus this margin (a token minted on a replica whose clock runs ahead
+	// is still covered). Tokens issued within the margin after a
+	// revocation are rejected too.
+	RevocationSkew time.Duration
 }
 
 // Deps are the collaborators.
@@ -272,9 +278,13 @@ func newSeenSet(ttl time.Duration, now func() time.Time) *seenSet {
 	return &seenSet{ttl: ttl, now: now}
 }
 
-func (s *seenSet) fresh(key string) bool {
+// since returns when key was added, if it is fresh.
+func (s *seenSet) since(key string) (time.Time, bool) {
 	v, ok := s.m.Load(key)
-	return ok && s.now().Before(v)
+	if !ok || !s.now().Before(v) {
+		return time.Time{}, false
+	}
+	return v.Add(-s.ttl), true
 }
 
 func (s *seenSet) add(key string) {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -213,6 +214,9 @@ func (s *Service) redeemCode(ctx context.Context, cl *clients.Authenticated, r *
 	if err != nil {
 		return nil, err
 	}
+	if err := s.connectorLive(c.ConnectorID); err != nil {
+		return nil, err
+	}
 	if c.Resource == principal.AdminAudience && len(u.EffectiveRoles()) == 0 {
 		return nil, oauthErr("invalid_grant", "the user holds no operator role")
 	}
@@ -256,10 +260,28 @@ func (s *Service) redeemCode(ctx context.Context, cl *clients.Authenticated, r *
 		}
 		return nil, storeErr(err)
 	}
+	// A revocation of the user, client or resource, or of this consent,
+	// written after the code was issued: the code dies with it.
+	if err := s.undoIfRevoked(ctx, g, vc.CreateRevision); err != nil {
+		return nil, err
+	}
 	return &tokenv1.TokenResponse{
 		AccessToken: minted.Token, TokenType: "Bearer", ExpiresIn: int32(ttl),
 		RefreshToken: refresh, Scope: proto.String(strings.Join(withoutOffline(g.Scopes), " ")),
 	}, nil
+}
+
+// connectorLive refuses a grant of a federated user whose connector has
+// been disabled or deleted (the registry lists only enabled connectors):
+// the upstream identity provider no longer vouches for the user.
+func (s *Service) connectorLive(id string) error {
+	if id == "" {
+		return nil
+	}
+	if _, ok := s.d.Connectors.Get(id); !ok {
+		return oauthErr("invalid_grant", "the user's identity provider connector is disabled or deleted")
+	}
+	return nil
 }
 
 // codeNotFound answers an unknown code; a code that was redeemed before is
@@ -368,6 +390,9 @@ func (s *Service) refresh(ctx context.Context, cl *clients.Authenticated, r *tok
 		if err != nil {
 			return nil, err
 		}
+		if err := s.connectorLive(g.ConnectorID); err != nil {
+			return nil, err
+		}
 		if g.Resource == principal.AdminAudience && len(u.EffectiveRoles()) == 0 {
 			return nil, oauthErr("invalid_grant", "the user holds no operator role")
 		}
@@ -404,6 +429,12 @@ func (s *Service) refresh(ctx context.Context, cl *clients.Authenticated, r *tok
 		if err != nil {
 			return nil, storeErr(err)
 		}
+		// A USER, CLIENT or RESOURCE revocation that raced this rotation
+		// (its grant listing may have run before the commit, and the token
+		// just minted may carry an iat past its watermark) ends the grant.
+		if err := s.undoIfRevoked(ctx, &next, vg.CreateRevision); err != nil {
+			return nil, err
+		}
 		return &tokenv1.TokenResponse{
 			AccessToken: minted.Token, TokenType: "Bearer", ExpiresIn: int32(ttl),
 			RefreshToken: refresh, Scope: proto.String(strings.Join(withoutOffline(scopes), " ")),
@@ -438,11 +469,44 @@ func (s *Service) refreshReuse(ctx context.Context, g *store.Grant) error {
 	return oauthErr("invalid_grant", "the refresh token was already used; the grant is revoked")
 }
 
-// ccGrantID is the deterministic grant id of a client_credentials grant:
-// one per (client, resource).
-func ccGrantID(clientID, res string) string {
-	sum := sha256.Sum256([]byte("client_credentials\x00" + clientID + "\x00" + res))
+// ccGrantID is the deterministic grant id of generation gen of the
+// client_credentials grant of (client, resource). Generation 0 is the id
+// earlier versions used.
+func ccGrantID(clientID, res string, gen int) string {
+	in := "client_credentials\x00" + clientID + "\x00" + res
+	if gen > 0 {
+		in += "\x00" + strconv.Itoa(gen)
+	}
+	sum := sha256.Sum256([]byte(in))
 	return "grt_" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:16]))
+}
+
+// maxCCGenerations bounds the client_credentials grant generations: how
+// many times one (client, resource) grant may be revoked by grant_id within
+// the longest access token lifetime (plus a minute).
+const maxCCGenerations = 32
+
+// ccStaleSweep is how many generations above the current one are cleared
+// when a generation's record is (re)created.
+const ccStaleSweep = 4
+
+// ccGeneration picks the grant id a client_credentials token carries: the
+// lowest generation without a live GRANT revocation. Revoking a
+// client_credentials grant by grant_id therefore kills the tokens issued
+// before it (they carry the revoked id) while the next issuance carries the
+// next generation's id and works: the revocation acts as an "issued
+// before" cut-off for the (client, resource) pair that every follower of
+// the feed already understands. Every replica derives the same id from its
+// revocation set; one that has not yet heard of a revocation (the feed
+// delay, milliseconds) may still issue a token with the revoked id, which
+// is then rejected like the ones issued before.
+func (s *Service) ccGeneration(clientID, res string) (int, error) {
+	for gen := range maxCCGenerations {
+		if !s.d.Revocations.GrantRevoked(ccGrantID(clientID, res, gen)) {
+			return gen, nil
+		}
+	}
+	return 0, oauthErr("invalid_grant", "this client's grant for the resource was revoked too often; try again later")
 }
 
 func (s *Service) clientCredentials(ctx context.Context, cl *clients.Authenticated, r *tokenv1.TokenRequest) (*tokenv1.TokenResponse, error) {
@@ -512,8 +576,12 @@ func (s *Service) clientCredentials(ctx context.Context, cl *clients.Authenticat
 		}
 	}
 	spec.Scopes = scopes
-	spec.GrantID = ccGrantID(c.GetClientId(), res)
-	if err := s.recordClientCredentialsGrant(ctx, spec.GrantID, c.GetClientId(), res, scopes, cl.Method); err != nil {
+	gen, err := s.ccGeneration(c.GetClientId(), res)
+	if err != nil {
+		return nil, err
+	}
+	spec.GrantID = ccGrantID(c.GetClientId(), res, gen)
+	if err := s.recordClientCredentialsGrant(ctx, gen, c.GetClientId(), res, scopes, cl.Method); err != nil {
 		return nil, err
 	}
 	minted, err := s.d.Minter.Mint(spec)
@@ -525,22 +593,57 @@ func (s *Service) clientCredentials(ctx context.Context, cl *clients.Authenticat
 	return &tokenv1.TokenResponse{AccessToken: minted.Token, TokenType: "Bearer", ExpiresIn: int32(ttl), Scope: proto.String(strings.Join(scopes, " "))}, nil
 }
 
-// recordClientCredentialsGrant records the (client, resource) grant at its
-// first issuance; later issuances, remembered per replica for a minute,
-// write nothing.
-func (s *Service) recordClientCredentialsGrant(ctx context.Context, id, clientID, res string, scopes []string, m registrationv1.TokenEndpointAuthMethod) error {
+// lastUseEvery bounds the writes of a grant's last use: at most one per
+// grant per minute (a per-replica throttle, then a compare-and-swap on the
+// stored time across replicas).
+const lastUseEvery = time.Minute
+
+// recordClientCredentialsGrant records the (client, resource) grant of
+// generation gen at its first issuance and its last use at most once a
+// minute; issuances in between, remembered per replica for a minute, write
+// nothing. A CLIENT or RESOURCE watermark set since the replica remembered
+// the grant (which deleted the record) makes it record the grant again, so
+// the inventory shows a client that is still getting tokens.
+func (s *Service) recordClientCredentialsGrant(ctx context.Context, gen int, clientID, res string, scopes []string, m registrationv1.TokenEndpointAuthMethod) error {
+	id := ccGrantID(clientID, res, gen)
 	key := id + "\x00" + strings.Join(scopes, " ")
-	if s.ccGrants.fresh(key) {
+	if at, ok := s.ccGrants.since(key); ok && !s.cutSince(clientID, res, at) {
 		return nil
 	}
 	now := s.d.Now().UTC()
-	_, err := s.d.Store.EnsureClientCredentialsGrant(ctx, &store.Grant{
+	created, err := s.d.Store.EnsureClientCredentialsGrant(ctx, &store.Grant{
 		ID: id, Type: store.GrantClientCredentials, ClientID: clientID, Resource: res, Scopes: scopes,
 		ClientAuthMethod: clients.AuthMethodName(m), Created: now, LastUse: now,
 	})
 	if err != nil {
 		return storeErr(err)
 	}
+	if created {
+		// Generations above this one whose revocation is not live any more
+		// are records of an earlier run of revocations: gone from use.
+		var stale []string
+		for g := gen + 1; g <= gen+ccStaleSweep && g < maxCCGenerations; g++ {
+			if sid := ccGrantID(clientID, res, g); !s.d.Revocations.GrantRevoked(sid) {
+				stale = append(stale, sid)
+			}
+		}
+		if err := s.d.Store.DeleteCCGrants(ctx, clientID, res, stale); err != nil {
+			return storeErr(err)
+		}
+	} else if _, err := s.d.Store.TouchGrant(ctx, id, now, lastUseEvery); err != nil {
+		return storeErr(err)
+	}
 	s.ccGrants.add(key)
 	return nil
+}
+
+// cutSince reports whether a live CLIENT or RESOURCE watermark of the pair
+// is later than at (the grant record may have been deleted since).
+func (s *Service) cutSince(clientID, res string, at time.Time) bool {
+	for _, w := range [][2]string{{store.RevokeClient, clientID}, {store.RevokeResource, res}} {
+		if before, ok := s.d.Revocations.Watermark(w[0], w[1]); ok && before.After(at) {
+			return true
+		}
+	}
+	return false
 }

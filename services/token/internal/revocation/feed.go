@@ -37,8 +37,10 @@ const (
 	MaxListPageSize     = 5000
 )
 
-// DefaultProgressEvery is how often a quiet watch asks etcd for a progress
-// notification (the contract promises one at least every 5 seconds).
+// DefaultProgressEvery is how often a watch asks etcd for a progress
+// notification, and the silence after which it repeats its last revision
+// (the contract promises a message at least every 5 seconds of quiet; two
+// intervals is the longest gap).
 const DefaultProgressEvery = 2 * time.Second
 
 // Feed serves the revocation set to followers: a paginated listing at one
@@ -179,9 +181,19 @@ func decodeToken(tok string) (string, int64, error) {
 
 // Watch sends the entries relevant to res written from revision start on
 // (0: from now), one message per revision, plus progress notifications: one
-// when the watch is established and then whenever etcd confirms progress
-// (asked every progressEvery). It returns when ctx ends (nil), when send
-// fails, or with ErrCompacted, ErrAhead or ErrWatchLost.
+// when the watch is established, one whenever etcd confirms progress (asked
+// every progressEvery), and one repeating the last revision sent whenever a
+// whole progressEvery passed without any message. It returns when ctx ends
+// (nil), when send fails, or with ErrCompacted, ErrAhead or ErrWatchLost.
+//
+// The repeat is what keeps a quiet stream alive: etcd answers a progress
+// request only when every watcher on the client's shared watch stream is
+// synced and has reached its start revision, so while nothing at all is
+// written (a watch from "now" starts one revision ahead of the store) or
+// while another watcher on the stream is catching up, it answers nothing,
+// and its own progress notifications (WithProgressNotify) come only every
+// ten minutes by default. The repeat claims nothing new: every revocation
+// up to last has been sent.
 func (f *Feed) Watch(ctx context.Context, start int64, res string, send func(*tokenv1.WatchRevocationsResponse) error) error {
 	head, err := f.cli.Get(ctx, string(f.prefix), clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
@@ -207,12 +219,30 @@ func (f *Feed) Watch(ctx context.Context, start int64, res string, send func(*to
 	}
 	tick := time.NewTicker(f.progressEvery)
 	defer tick.Stop()
+	// sent counts messages, so a tick knows whether the last interval was
+	// silent.
+	sent, sentAtTick := 1, 0
+	send = func(inner func(*tokenv1.WatchRevocationsResponse) error) func(*tokenv1.WatchRevocationsResponse) error {
+		return func(m *tokenv1.WatchRevocationsResponse) error {
+			sent++
+			return inner(m)
+		}
+	}(send)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
-			// A lost request only delays the next progress message.
+			if sent == sentAtTick {
+				// Silent for a whole interval (at most two intervals between
+				// messages, within the contract's 5 seconds).
+				if err := send(&tokenv1.WatchRevocationsResponse{Revision: last}); err != nil {
+					return err
+				}
+			}
+			sentAtTick = sent
+			// Asks etcd to confirm a newer revision; a lost or unanswered
+			// request only means the repeat above carries the stream.
 			_ = f.cli.RequestProgress(wctx)
 		case wresp, ok := <-wch:
 			if !ok {

@@ -110,6 +110,16 @@ func (s *Set) Revoked(t Token) (bool, error) {
 	return false, nil
 }
 
+// Watermark returns the "issued before" time of a live USER, CLIENT or
+// RESOURCE entry.
+func (s *Set) Watermark(kind, id string) (time.Time, bool) {
+	r, ok := s.live(kind, id)
+	if !ok {
+		return time.Time{}, false
+	}
+	return r.IssuedBefore, true
+}
+
 // GrantRevoked reports whether the grant has a live GRANT entry.
 func (s *Set) GrantRevoked(grantID string) bool {
 	_, ok := s.live(store.RevokeGrant, grantID)

@@ -3,7 +3,6 @@ package sso
 import (
 	"context"
 	"errors"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -37,10 +36,14 @@ func NewAdmin(env *Env, reg *Registry, ev *events.Emitter) *Admin {
 	return &Admin{env: env, reg: reg, events: ev, policy: IssuerPolicy{AllowHTTP: env.AllowHTTP}}
 }
 
-// checkUsable reads the secret file and fetches discovery.
+// checkUsable reads the secret file and fetches discovery. A
+// client_secret_file is accepted only where SecretFiles allows it (the
+// connectors file's own path for that connector, or inside the secrets
+// directory) and only as a small regular file; every refusal answers the
+// same, without the path or whether it exists.
 func (a *Admin) checkUsable(ctx context.Context, r *Record) error {
 	if r.SecretFile != "" {
-		if _, err := os.ReadFile(r.SecretFile); err != nil {
+		if _, err := a.env.SecretFiles.Read(r); err != nil {
 			return errSecretFile(err)
 		}
 	}

@@ -30,10 +30,14 @@ type Config struct {
 	StateTTL time.Duration
 	// PasswordLogin offers the built-in directory's form.
 	PasswordLogin bool
-	// Seed are connectors created at start-up when absent.
-	Seed   []*tokenv1.Connector
-	Now    func() time.Time
-	Logger *slog.Logger
+	// Seed are connectors created at start-up when absent. Their
+	// client_secret_file paths are the only ones read outside SecretsDir.
+	Seed []*tokenv1.Connector
+	// SecretsDir is the directory whose files the admin API may name as
+	// client_secret_file ("" = none).
+	SecretsDir string
+	Now        func() time.Time
+	Logger     *slog.Logger
 }
 
 // Federation is the token service's SSO: the connector registry (for the
@@ -68,7 +72,8 @@ func New(cfg Config) (*Federation, error) {
 	}
 	env := &Env{
 		Issuer: cfg.Issuer, Fetcher: f, TokenClient: NewTokenClient(cfg.Fetch.AllowPrivate, timeout),
-		AllowHTTP: cfg.Fetch.AllowHTTP, Store: st, KEK: cfg.KEK, StateTTL: cfg.StateTTL, Now: cfg.Now, Logger: cfg.Logger,
+		AllowHTTP: cfg.Fetch.AllowHTTP, Store: st, KEK: cfg.KEK,
+		SecretFiles: &SecretFiles{Dir: cfg.SecretsDir, Seeded: seededFrom(cfg.Seed)}, StateTTL: cfg.StateTTL, Now: cfg.Now, Logger: cfg.Logger,
 	}
 	reg, err := NewRegistry(cfg.Etcd, env, cfg.PasswordLogin, cfg.Logger)
 	if err != nil {

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -38,6 +37,8 @@ type Env struct {
 	AllowHTTP bool
 	Store     *Store
 	KEK       *kek.Ring
+	// SecretFiles decides which client_secret_file paths are read.
+	SecretFiles *SecretFiles
 	// StateTTL bounds an upstream round trip (the authorization request's
 	// lifetime).
 	StateTTL time.Duration
@@ -137,11 +138,9 @@ func (c *OIDC) secret() (string, error) {
 		}
 		return string(b), nil
 	case c.rec.SecretFile != "":
-		b, err := os.ReadFile(c.rec.SecretFile)
-		if err != nil {
-			return "", fmt.Errorf("sso: client secret file of %s: %w", c.rec.ID, err)
-		}
-		return strings.TrimRight(string(b), "\r\n"), nil
+		// Only the connectors file's path or one inside the secrets
+		// directory, and only a small regular file (see SecretFiles).
+		return c.env.SecretFiles.Read(c.rec)
 	}
 	return "", nil
 }

@@ -34,7 +34,7 @@ type Record struct {
 	ClientID    string `json:"client_id"`
 	// Secret is the upstream client secret sealed with the KEK (purpose
 	// secretPurpose, bound to the connector id); SecretFile is read at each
-	// use instead when set.
+	// use instead when set, only where SecretFiles allows.
 	Secret            *kek.Sealed   `json:"client_secret,omitempty"`
 	SecretFile        string        `json:"client_secret_file,omitempty"`
 	Scopes            []string      `json:"scopes,omitempty"`
@@ -253,7 +253,8 @@ func errDiscovery(err error) error {
 
 func errSecretFile(err error) error {
 	return apierr.New(codes.FailedPrecondition, tokenv1.ErrorReason_ERROR_REASON_CONNECTOR_SECRET_FILE_UNREADABLE.String(),
-		"client_secret_file is not readable").WithCause(err)
+		"client_secret_file cannot be used: it must name a regular file of at most %d bytes in the token service's connector secrets directory (connector-secrets-dir); otherwise send client_secret",
+		MaxSecretFileSize).WithCause(err)
 }
 
 // describe is a short, safe description of a discovery failure (no

@@ -31,6 +31,7 @@ const (
 	colSigningKeys      = "signing-keys"
 	colActiveKey        = "signing-key-active"
 	colRevocations      = "revocations"
+	colCodeCutoffs      = "code-cutoffs"
 )
 
 // maxLoginAttempts bounds CompleteLogin's retries on a concurrently changed
@@ -407,7 +408,7 @@ func (s *Etcd) GetCode(ctx context.Context, codeHash string) (Versioned[Code], e
 	if !s.now().Before(c.Expires) {
 		return Versioned[Code]{}, ErrNotFound
 	}
-	return Versioned[Code]{Value: c, ModRevision: kv.ModRevision}, nil
+	return Versioned[Code]{Value: c, ModRevision: kv.ModRevision, CreateRevision: kv.CreateRevision}, nil
 }
 
 func (s *Etcd) GetUsedCode(ctx context.Context, codeHash string) (*UsedCode, error) {
@@ -494,7 +495,7 @@ func (s *Etcd) GetGrant(ctx context.Context, id string) (Versioned[Grant], error
 	if !g.Expires.IsZero() && !s.now().Before(g.Expires) {
 		return Versioned[Grant]{}, ErrNotFound
 	}
-	return Versioned[Grant]{Value: g, ModRevision: kv.ModRevision}, nil
+	return Versioned[Grant]{Value: g, ModRevision: kv.ModRevision, CreateRevision: kv.CreateRevision}, nil
 }
 
 func (s *Etcd) UpdateGrant(ctx context.Context, g *Grant, rev int64, extra ...Op) error {

@@ -44,6 +44,10 @@ type Versioned[T any] struct {
 	Value *T
 	// ModRevision is the record's etcd ModRevision.
 	ModRevision int64
+	// CreateRevision is the etcd revision that created the record: where
+	// it sits in etcd's one global order of writes, which a revocation
+	// racing its use is compared against (clock-free).
+	CreateRevision int64
 }
 
 // Store is the token service's storage. Implementations are safe for
@@ -140,6 +144,27 @@ type Store interface {
 	// the grant was present (extra is committed either way).
 	DeleteGrant(ctx context.Context, id string, extra ...Op) (bool, error)
 
+	// CutoffRevision returns the newest etcd ModRevision among the live
+	// entries that end what a (user, client, resource) triple was issued
+	// before them: the USER, CLIENT and RESOURCE watermarks and the code
+	// cut-offs of the triple, its user and its client (0: none). It is a
+	// linearizable read, so a write committed before it is compared with
+	// every revocation written before that commit.
+	CutoffRevision(ctx context.Context, userID, clientID, resource string) (int64, error)
+	// PutCodeCutoff marks, until expires, that the authorization codes of
+	// (userID, clientID, resource) issued so far may not be redeemed; an
+	// empty field matches every value (userID only: all of the user's
+	// codes; clientID only: all of the client's).
+	PutCodeCutoff(ctx context.Context, userID, clientID, resource string, expires time.Time) error
+	// TouchGrant sets a grant's LastUse to now (compare-and-swap, no
+	// retry) unless it is already within every of now; false when nothing
+	// was written (fresh enough, gone, or changed concurrently: another
+	// writer already moved it).
+	TouchGrant(ctx context.Context, id string, now time.Time, every time.Duration) (bool, error)
+	// DeleteCCGrants deletes the grant records ids (with their index keys)
+	// that are client_credentials grants of clientID for resource; absent
+	// ones are skipped.
+	DeleteCCGrants(ctx context.Context, clientID, resource string, ids []string) error
 	// PutRevocation stores a revocation entry (lease until r.Expires) with
 	// extra. A newer entry of the same kind and id replaces the older.
 	PutRevocation(ctx context.Context, r *Revocation, extra ...Op) (int64, error)
