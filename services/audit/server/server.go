@@ -19,6 +19,7 @@ import (
 	auditv1 "github.com/mcpid/mcpid/gen/go/mcpid/audit/v1"
 	registrationv1 "github.com/mcpid/mcpid/gen/go/mcpid/registration/v1"
 	tokenv1 "github.com/mcpid/mcpid/gen/go/mcpid/token/v1"
+	"github.com/mcpid/mcpid/lib/admintoken"
 	"github.com/mcpid/mcpid/lib/auditemit"
 	"github.com/mcpid/mcpid/lib/config"
 	"github.com/mcpid/mcpid/lib/jose"
@@ -76,6 +77,10 @@ type Config struct {
 	// asks (gRPC with this service's mTLS identity); empty: not asked.
 	RegistrationAddr string
 	TokenAddr        string
+	// JWKSURL is where the keys of operator tokens (`mcpid login`,
+	// aud=urn:mcpid:admin) are fetched; empty means <issuer>/oauth2/jwks.
+	// With TokenAddr, revoked operator tokens are refused within a second.
+	JWKSURL string
 }
 
 // RegisterFlags defines the service's settings on fs.
@@ -91,7 +96,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.RetentionMaxBytes, "retention-max-bytes", 256<<20, "size bound of the window kept in etcd (with archive-dir); appends are refused at twice this while events cannot leave etcd")
 	fs.DurationVar(&c.RetentionInterval, "retention-interval", 30*time.Second, "how often the elected replica checks the retention bounds")
 	fs.StringVar(&c.RegistrationAddr, "registration-addr", "", "registration service gRPC address, asked for agent verification status and allowances; empty: not asked")
-	fs.StringVar(&c.TokenAddr, "token-addr", "", "token service gRPC address, asked for agents' grants; empty: not asked")
+	fs.StringVar(&c.TokenAddr, "token-addr", "", "token service gRPC address, asked for agents' grants and followed for revoked operator tokens; empty: not asked")
+	fs.StringVar(&c.JWKSURL, "jwks-url", "", "JWKS URL of the token service, for operator tokens (mcpid login); empty means <issuer>"+admintoken.JWKSPath)
 }
 
 // defaults fills zero settings with the flag defaults, for callers that
@@ -135,14 +141,25 @@ func (c Config) Complete(ctx context.Context) (*service.Server, error) {
 	if err := c.defaults(); err != nil {
 		return nil, err
 	}
-	return service.New(ctx, service.Spec{
+	operators, err := admintoken.New(admintoken.Config{Issuer: c.Issuer, JWKSURL: c.JWKSURL})
+	if err != nil {
+		return nil, err
+	}
+	srv, err := service.New(ctx, service.Spec{
 		Name:       Name,
 		Flags:      c.Flags,
 		GatewayTLS: c.GatewayTLS,
 		LogOutput:  c.LogOutput,
 		Methods:    methodPolicy(),
-		Setup:      c.setup,
+		Verifier:   operators,
+		Setup: func(ctx context.Context, b *service.Base) (*service.Setup, error) {
+			return c.setup(ctx, b, operators)
+		},
 	})
+	if err != nil {
+		operators.Close()
+	}
+	return srv, err
 }
 
 // ring loads the checkpoint keys.
@@ -187,7 +204,7 @@ func (c Config) ring(b *service.Base) (*checkpoint.Ring, error) {
 }
 
 // setup builds the service's domain on what service.Open opened.
-func (c Config) setup(_ context.Context, b *service.Base) (*service.Setup, error) {
+func (c Config) setup(_ context.Context, b *service.Base, operators *admintoken.Verifier) (*service.Setup, error) {
 	ring, err := c.ring(b)
 	if err != nil {
 		return nil, err
@@ -227,6 +244,7 @@ func (c Config) setup(_ context.Context, b *service.Base) (*service.Setup, error
 		b.Logger.Warn("no archive-dir: every event stays in etcd; appends are refused once the window reaches twice retention-max-bytes")
 	}
 	reader := &inventory.Reader{Store: st}
+	var background []func(context.Context) error
 	if c.RegistrationAddr != "" {
 		conn, err := b.Dial(c.RegistrationAddr, "registration")
 		if err != nil {
@@ -239,7 +257,16 @@ func (c Config) setup(_ context.Context, b *service.Base) (*service.Setup, error
 		if err != nil {
 			return nil, fmt.Errorf("setting token-addr: %w", err)
 		}
-		reader.Grants = inventory.GrantsClient{C: tokenv1.NewTokenServiceClient(conn)}
+		tokens := tokenv1.NewTokenServiceClient(conn)
+		reader.Grants = inventory.GrantsClient{C: tokens}
+		// Revoked operator logins are refused within a second.
+		follow, err := operators.Follow(tokens, b.Logger, nil)
+		if err != nil {
+			return nil, err
+		}
+		background = append(background, follow)
+	} else {
+		b.Logger.Warn("no token-addr: a revoked operator token is accepted until it expires")
 	}
 	w := worker.New(worker.Config{
 		Client: b.Etcd, ID: replicaID(), Index: idx,
@@ -259,7 +286,8 @@ func (c Config) setup(_ context.Context, b *service.Base) (*service.Setup, error
 	return &service.Setup{
 		Register:   func(s *grpc.Server) { auditv1.RegisterAuditServiceServer(s, srv) },
 		Gateway:    auditv1.RegisterAuditServiceHandler,
-		Background: []func(ctx context.Context) error{idx.Run, w.Run},
+		Background: append([]func(ctx context.Context) error{idx.Run, w.Run}, background...),
+		Close:      func(context.Context) error { operators.Close(); return nil },
 		Ready: []libserver.Check{func(context.Context) error {
 			if !idx.Ready() {
 				return errors.New("the chain index is not loaded yet")

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 
 	policyv1 "github.com/mcpid/mcpid/gen/go/mcpid/policy/v1"
+	"github.com/mcpid/mcpid/lib/admintoken"
 	"github.com/mcpid/mcpid/lib/etcdstore"
 	"github.com/mcpid/mcpid/lib/jose"
 	"github.com/mcpid/mcpid/lib/revocationfeed"
@@ -184,13 +185,21 @@ func (c Config) Complete(ctx context.Context) (*service.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("setting issuer: %w", err)
 	}
+	// Operator tokens share the JWKS this service holds in memory.
+	operators, err := admintoken.New(admintoken.Config{Issuer: c.Issuer, Keys: keys, ClockSkew: c.ClockSkew, Now: c.Now})
+	if err != nil {
+		return nil, err
+	}
+	if _, none := c.Revocations.(tokens.NoRevocations); !none {
+		operators.SetRevocations(adminRevocations{c.Revocations})
+	}
 	return service.New(ctx, service.Spec{
 		Name:       Name,
 		Flags:      c.Flags,
 		GatewayTLS: c.GatewayTLS,
 		LogOutput:  c.LogOutput,
 		Methods:    methodPolicy(),
-		Verifier:   callers,
+		Verifier:   callerVerifier{operators: operators, servers: callers},
 		Setup: func(ctx context.Context, b *service.Base) (*service.Setup, error) {
 			return c.setup(ctx, b, tokenCfg, remote, keysReady)
 		},

@@ -20,6 +20,7 @@ import (
 
 	registrationv1 "github.com/mcpid/mcpid/gen/go/mcpid/registration/v1"
 	tokenv1 "github.com/mcpid/mcpid/gen/go/mcpid/token/v1"
+	"github.com/mcpid/mcpid/lib/admintoken"
 	"github.com/mcpid/mcpid/lib/config"
 	"github.com/mcpid/mcpid/lib/fetch"
 	"github.com/mcpid/mcpid/lib/jose"
@@ -137,6 +138,9 @@ type Config struct {
 	// GrantRevoker replaces the token service client built from TokenAddr
 	// (tests). Not a setting.
 	GrantRevoker revoke.Revoker
+	// JWKSURL is where the keys of operator tokens (`mcpid login`,
+	// aud=urn:mcpid:admin) are fetched; empty means <issuer>/oauth2/jwks.
+	JWKSURL string
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
 }
@@ -176,6 +180,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.CIMDMaxStale, "cimd-max-stale", DefaultCIMDMaxStale, "how long a stale document is served while fetching it fails")
 	fs.DurationVar(&c.CIMDFetchTimeout, "cimd-fetch-timeout", DefaultCIMDFetchTimeout, "bound on one metadata document or jwks_uri fetch")
 	fs.StringVar(&c.TokenAddr, "token-addr", "", "token service gRPC address: where a deleted, expired or suspended client's grants are revoked (empty: revocations wait in etcd)")
+	fs.StringVar(&c.JWKSURL, "jwks-url", "", "JWKS URL of the token service, for operator tokens (mcpid login); empty means <issuer>"+admintoken.JWKSPath)
 	fs.BoolVar(&c.FetchAllowPrivate, "fetch-allow-private", false, "let CIMD and jwks_uri fetches reach private and loopback addresses (never cloud metadata)")
 	fs.Var(&c.FetchAllowedPorts, "fetch-allowed-ports", "ports CIMD and jwks_uri fetches may use besides 443, comma-separated")
 }
@@ -308,18 +313,29 @@ func (c Config) Complete(ctx context.Context) (*service.Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return service.New(ctx, service.Spec{
+	operators, err := admintoken.New(admintoken.Config{Issuer: st.dom.Issuer, JWKSURL: c.JWKSURL, Now: c.Now})
+	if err != nil {
+		return nil, err
+	}
+	srv, err := service.New(ctx, service.Spec{
 		Name:       Name,
 		Flags:      c.Flags,
 		GatewayTLS: c.GatewayTLS,
 		LogOutput:  c.LogOutput,
 		Methods:    methodPolicy(),
-		Setup:      func(ctx context.Context, b *service.Base) (*service.Setup, error) { return c.setup(ctx, b, st) },
+		Verifier:   operators,
+		Setup: func(ctx context.Context, b *service.Base) (*service.Setup, error) {
+			return c.setup(ctx, b, st, operators)
+		},
 	})
+	if err != nil {
+		operators.Close()
+	}
+	return srv, err
 }
 
 // setup builds the service's domain on what service.Open opened.
-func (c Config) setup(_ context.Context, b *service.Base, st *settings) (_ *service.Setup, err error) {
+func (c Config) setup(_ context.Context, b *service.Base, st *settings, operators *admintoken.Verifier) (_ *service.Setup, err error) {
 	now := c.Now
 	if now == nil {
 		now = time.Now
@@ -337,6 +353,7 @@ func (c Config) setup(_ context.Context, b *service.Base, st *settings) (_ *serv
 			err = errors.Join(err, closeAll(context.Background()))
 		}
 	}()
+	closers = append(closers, func(context.Context) error { operators.Close(); return nil })
 
 	db, err := store.New(b.Etcd, Name, now)
 	if err != nil {
@@ -391,12 +408,23 @@ func (c Config) setup(_ context.Context, b *service.Base, st *settings) (_ *serv
 		func(ctx context.Context) error { return ensurePreRegistered(ctx, svc, &preRegistered, b) },
 	}
 	revoker := c.GrantRevoker
-	if revoker == nil && c.TokenAddr != "" {
+	if c.TokenAddr != "" {
 		conn, err := b.Dial(c.TokenAddr, "token")
 		if err != nil {
 			return nil, fmt.Errorf("setting token-addr: %w", err)
 		}
-		revoker = revoke.TokenRevoker{Client: tokenv1.NewTokenServiceClient(conn)}
+		tokens := tokenv1.NewTokenServiceClient(conn)
+		if revoker == nil {
+			revoker = revoke.TokenRevoker{Client: tokens}
+		}
+		// Revoked operator logins are refused within a second.
+		follow, err := operators.Follow(tokens, b.Logger, now)
+		if err != nil {
+			return nil, err
+		}
+		background = append(background, follow)
+	} else {
+		b.Logger.Warn("no token-addr: a revoked operator token is accepted until it expires")
 	}
 	if revoker != nil {
 		w, err := revoke.New(b.Etcd, db, revoker, b.Logger)

@@ -211,9 +211,11 @@ func TestLogin(t *testing.T) {
 		if out := mustRun(t, "", "--config", cfg, "users", "list"); !strings.Contains(out, "login-auditor") {
 			t.Errorf("users list with the token:\n%s", out)
 		}
-		// Only the token service accepts operator tokens so far (users,
-		// grants, keys, connectors); registration, policy and audit answer
-		// UNAUTHENTICATED to them — see the report of issue 11.
+		// Every service accepts the operator token: registration, policy
+		// and audit through lib/admintoken, token itself.
+		for _, args := range [][]string{{"clients", "list"}, {"policies", "list"}, {"audit", "verify"}, {"agents", "list"}, {"grants", "list"}} {
+			mustRun(t, "", append([]string{"--config", cfg}, args...)...)
+		}
 		mustRun(t, "a password long enough\n", "--config", cfg, "users", "create", "login-made", "--password-stdin")
 		mustRun(t, "", "--config", cfg, "users", "delete", "login-made")
 
@@ -258,9 +260,6 @@ func TestLogin(t *testing.T) {
 		}
 		mustRun(t, "", "--config", cfg, "users", "list")
 		for _, args := range writes {
-			if !tokenServiceCommand[args[0]] {
-				continue
-			}
 			full := append([]string{"--config", cfg}, args...)
 			stdin := "a password long enough\n"
 			if args[0] == "policies" && args[1] == "apply" {
@@ -288,10 +287,6 @@ func TestLogin(t *testing.T) {
 		}
 	})
 }
-
-// tokenServiceCommand are the command groups served by the token service,
-// the one service that accepts operator tokens so far.
-var tokenServiceCommand = map[string]bool{"users": true, "grants": true, "keys": true, "connectors": true}
 
 // isOnly reports whether a JSON value is a list of exactly want.
 func isOnly(v any, want string) bool {

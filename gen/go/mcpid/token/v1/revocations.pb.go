@@ -207,7 +207,8 @@ type ListRevocationsRequest struct {
 	// this resource, RESOURCE watermarks for it, and every USER and CLIENT
 	// watermark. Required for MCP servers and must be their own resource
 	// (PERMISSION_DENIED / ERROR_REASON_CALLER_RESOURCE_MISMATCH otherwise);
-	// empty for services and operators means every entry.
+	// exactly urn:mcpid:admin (the audience of operator tokens) for services
+	// other than policy; empty for policy and operators means every entry.
 	Resource      string `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -239,8 +239,9 @@ type TokenServiceClient interface {
 	RevokeGrants(ctx context.Context, in *RevokeGrantsRequest, opts ...grpc.CallOption) (*RevokeGrantsResponse, error)
 	// ListRevocations returns the current revocation set and the revision it is
 	// consistent at, the first half of list-then-watch. Callers: service
-	// `policy`; MCP servers (resource set to their own resource); operator
-	// `admin` or `auditor`. Errors: PERMISSION_DENIED /
+	// `policy`; services `registration` and `audit` (resource
+	// urn:mcpid:admin only: revoked operator logins); MCP servers (resource
+	// set to their own resource); operator `admin` or `auditor`. Errors: PERMISSION_DENIED /
 	// ERROR_REASON_CALLER_RESOURCE_MISMATCH; OUT_OF_RANGE /
 	// ERROR_REASON_REVISION_COMPACTED (listing revision compacted between
 	// pages).
@@ -251,8 +252,9 @@ type TokenServiceClient interface {
 	// with OUT_OF_RANGE and the caller re-lists. Resuming from the last
 	// received revision + 1 misses nothing. The stream also ends with
 	// UNAVAILABLE / ERROR_REASON_STORE_UNAVAILABLE when etcd is lost (resume
-	// then). Callers: service `policy`; MCP servers (own resource only);
-	// operator `admin` or `auditor`. Errors: PERMISSION_DENIED /
+	// then). Callers: service `policy`; services `registration` and `audit`
+	// (urn:mcpid:admin only); MCP servers (own resource only); operator
+	// `admin` or `auditor`. Errors: PERMISSION_DENIED /
 	// ERROR_REASON_CALLER_RESOURCE_MISMATCH; OUT_OF_RANGE /
 	// ERROR_REASON_REVISION_COMPACTED; OUT_OF_RANGE /
 	// ERROR_REASON_REVISION_AHEAD.
@@ -757,8 +759,9 @@ type TokenServiceServer interface {
 	RevokeGrants(context.Context, *RevokeGrantsRequest) (*RevokeGrantsResponse, error)
 	// ListRevocations returns the current revocation set and the revision it is
 	// consistent at, the first half of list-then-watch. Callers: service
-	// `policy`; MCP servers (resource set to their own resource); operator
-	// `admin` or `auditor`. Errors: PERMISSION_DENIED /
+	// `policy`; services `registration` and `audit` (resource
+	// urn:mcpid:admin only: revoked operator logins); MCP servers (resource
+	// set to their own resource); operator `admin` or `auditor`. Errors: PERMISSION_DENIED /
 	// ERROR_REASON_CALLER_RESOURCE_MISMATCH; OUT_OF_RANGE /
 	// ERROR_REASON_REVISION_COMPACTED (listing revision compacted between
 	// pages).
@@ -769,8 +772,9 @@ type TokenServiceServer interface {
 	// with OUT_OF_RANGE and the caller re-lists. Resuming from the last
 	// received revision + 1 misses nothing. The stream also ends with
 	// UNAVAILABLE / ERROR_REASON_STORE_UNAVAILABLE when etcd is lost (resume
-	// then). Callers: service `policy`; MCP servers (own resource only);
-	// operator `admin` or `auditor`. Errors: PERMISSION_DENIED /
+	// then). Callers: service `policy`; services `registration` and `audit`
+	// (urn:mcpid:admin only); MCP servers (own resource only); operator
+	// `admin` or `auditor`. Errors: PERMISSION_DENIED /
 	// ERROR_REASON_CALLER_RESOURCE_MISMATCH; OUT_OF_RANGE /
 	// ERROR_REASON_REVISION_COMPACTED; OUT_OF_RANGE /
 	// ERROR_REASON_REVISION_AHEAD.
