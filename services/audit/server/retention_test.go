@@ -71,14 +71,23 @@ func TestRetentionMovesOldEventsToTheSink(t *testing.T) {
 		appendOK(t, policy, evs...)
 		sent = append(sent, evs...)
 	}
-	var oldest uint64
-	eventually(t, "events archived", func() bool {
+	// Retention runs every 50 ms until etcd holds less than the limit: wait
+	// until it has moved past event 40 AND settled (the same window over
+	// several passes), so the checks below see one state, not a moving one.
+	var oldest, seen uint64
+	eventually(t, "events archived and retention settled", func() bool {
 		resp, err := auditor.QueryEvents(testCtx(t), &auditv1.QueryEventsRequest{PageSize: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
-		oldest = resp.GetOldestRetainedSequence()
-		return oldest > 40
+		prev := seen
+		seen = resp.GetOldestRetainedSequence()
+		if seen <= 40 || seen != prev {
+			time.Sleep(300 * time.Millisecond) // several retention passes
+			return false
+		}
+		oldest = seen
+		return true
 	})
 
 	// The sink holds 1..oldest-1, verifiable offline with the same
