@@ -18,8 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -34,7 +32,7 @@ import (
 const JWKSPath = "/oauth2/jwks"
 
 // AccessTokenType is the JWT "typ" of RFC 9068 access tokens.
-const AccessTokenType = "at+jwt"
+const AccessTokenType = jose.AccessTokenType
 
 // Defaults.
 const (
@@ -147,22 +145,16 @@ func New(cfg Config) (*Verifier, error) {
 		if u == "" {
 			u = strings.TrimRight(cfg.Issuer, "/") + JWKSPath
 		}
-		f, err := newFetcher(u)
+		f, err := fetch.NewPinned(u)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("setting jwks-url: %w", err)
 		}
-		v.closer = f.f.Close
+		v.closer = f.Close
 		keys = jose.NewKeySetCache(f, u, jose.CacheOptions{
 			MaxAge: cfg.JWKSMaxAge, MaxStale: cfg.JWKSMaxStale, MinRefreshInterval: DefaultJWKSMinRefresh, Now: cfg.Now,
 		})
 	}
-	jv, err := jose.NewVerifier(keys, jose.VerifierOptions{
-		Algorithms: []string{jose.ES256, jose.EdDSA},
-		Type:       AccessTokenType,
-		Issuer:     cfg.Issuer,
-		ClockSkew:  cfg.ClockSkew,
-		Now:        cfg.Now,
-	})
+	jv, err := jose.NewVerifier(keys, jose.AccessTokenOptions(cfg.Issuer, cfg.ClockSkew, cfg.Now))
 	if err != nil {
 		return nil, err
 	}
@@ -171,48 +163,6 @@ func New(cfg Config) (*Verifier, error) {
 		v.cache = make(map[[32]byte]entry)
 	}
 	return v, nil
-}
-
-// newFetcher builds the SSRF-safe fetcher of an operator-set JWKS URL: it
-// trusts exactly that host and port.
-func newFetcher(raw string) (jwksFetcher, error) {
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Hostname() == "" {
-		return jwksFetcher{}, fmt.Errorf("setting jwks-url: %q is not an http(s) URL", raw)
-	}
-	fc := fetch.Config{
-		AllowedHosts: []string{u.Hostname()},
-		AllowHTTP:    u.Scheme == "http",
-		AllowPrivate: true,
-		MaxBodyBytes: 1 << 20,
-		// KeySetCache spaces fetches already; a remembered failure would
-		// only delay recovery once the token service is up.
-		NegativeTTL: -1,
-	}
-	if p := u.Port(); p != "" {
-		n, err := strconv.ParseUint(p, 10, 16)
-		if err != nil {
-			return jwksFetcher{}, fmt.Errorf("setting jwks-url: port %q: %w", p, err)
-		}
-		fc.AllowedPorts = []uint16{uint16(n)}
-	}
-	f, err := fetch.New(fc)
-	if err != nil {
-		return jwksFetcher{}, fmt.Errorf("setting jwks-url: %w", err)
-	}
-	return jwksFetcher{f}, nil
-}
-
-// jwksFetcher adapts lib/fetch to jose.Fetcher, bypassing fetch's response
-// cache: KeySetCache decides when to fetch.
-type jwksFetcher struct{ f *fetch.Fetcher }
-
-func (a jwksFetcher) Get(ctx context.Context, u, accept string) ([]byte, error) {
-	resp, err := a.f.GetFresh(ctx, u, accept)
-	if err != nil {
-		return nil, err
-	}
-	return resp.Body, nil
 }
 
 // SetRevocations installs the revocation set, typically once the service has

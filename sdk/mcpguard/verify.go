@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -67,15 +65,17 @@ func newTokenVerifier(c Config) (*tokenVerifier, error) {
 	keys := c.KeySource
 	var closer func()
 	if keys == nil {
-		f, err := jwksFetcher(c.JWKSURL)
+		// JWKSURL is the operator's setting, not something a caller chose:
+		// the fetcher trusts exactly its host and port.
+		f, err := fetch.NewPinned(c.JWKSURL)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("mcpguard: JWKSURL: %w", err)
 		}
-		closer = f.f.Close
+		closer = f.Close
 		keys = jose.NewKeySetCache(f, c.JWKSURL, jose.CacheOptions{MinRefreshInterval: 5 * time.Second, Now: c.Now})
 	}
 	v, err := jose.NewVerifier(keys, jose.VerifierOptions{
-		Type:      "at+jwt",
+		Type:      jose.AccessTokenType,
 		Issuer:    c.Issuer,
 		Audience:  c.Resource,
 		ClockSkew: c.ClockSkew,
@@ -133,47 +133,4 @@ func (v *tokenVerifier) close() {
 	if v.closer != nil {
 		v.closer()
 	}
-}
-
-// fetcher adapts lib/fetch to jose.Fetcher, bypassing fetch's response cache
-// (jose.KeySetCache decides when to fetch; a refresh for an unknown kid must
-// see the current document).
-type fetcher struct{ f *fetch.Fetcher }
-
-func (a fetcher) Get(ctx context.Context, u, accept string) ([]byte, error) {
-	resp, err := a.f.GetFresh(ctx, u, accept)
-	if err != nil {
-		return nil, err
-	}
-	return resp.Body, nil
-}
-
-// jwksFetcher fetches the configured JWKS URL. It is the operator's setting,
-// not something a caller chose, so the fetcher trusts exactly its host and
-// port, private addresses included (the token service usually sits on the
-// cluster network), and plain http only when the URL says http.
-func jwksFetcher(raw string) (fetcher, error) {
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Hostname() == "" {
-		return fetcher{}, fmt.Errorf("mcpguard: JWKSURL %q is not an http(s) URL", raw)
-	}
-	fc := fetch.Config{
-		AllowedHosts: []string{u.Hostname()},
-		AllowHTTP:    u.Scheme == "http",
-		AllowPrivate: true,
-		MaxBodyBytes: 1 << 20,
-		NegativeTTL:  -1,
-	}
-	if p := u.Port(); p != "" {
-		n, err := strconv.ParseUint(p, 10, 16)
-		if err != nil {
-			return fetcher{}, fmt.Errorf("mcpguard: JWKSURL port %q: %w", p, err)
-		}
-		fc.AllowedPorts = []uint16{uint16(n)}
-	}
-	f, err := fetch.New(fc)
-	if err != nil {
-		return fetcher{}, fmt.Errorf("mcpguard: JWKSURL: %w", err)
-	}
-	return fetcher{f}, nil
 }

@@ -85,7 +85,7 @@ func TestClusterScaleOutAndFaults(t *testing.T) {
 	for i := range auditWorkers {
 		worker(fmt.Sprintf("audit-%d", i), func(*oauthClient) error {
 			return l.retry(lctx, "audit_query", func() error {
-				qctx, cancel := context.WithTimeout(lctx, 5*time.Second)
+				qctx, cancel := context.WithTimeout(lctx, 10*time.Second) // a slow answer on 2 busy cores is not a fault
 				defer cancel()
 				_, err := aud.QueryEvents(qctx, &auditv1.QueryEventsRequest{PageSize: 50, Order: auditv1.EventOrder_EVENT_ORDER_NEWEST_FIRST})
 				if err == nil {

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/resolver/manual"
 
 	"github.com/mcpid/mcpid/lib/devca"
+	"github.com/mcpid/mcpid/lib/edgerouter"
 	"github.com/mcpid/mcpid/lib/service"
 )
 
@@ -159,7 +160,12 @@ func startSystem(t *testing.T) *system {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := &http.Server{Handler: NewRouter(s.http["registration"], s.http["token"]), ReadHeaderTimeout: 10 * time.Second}
+	// No readiness function: /readyz on the edge is a token replica's.
+	router, err := edgerouter.New(s.http["registration"], s.http["token"], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = hs.Serve(lis) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

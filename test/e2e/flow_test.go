@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -24,9 +23,8 @@ import (
 	auditv1 "github.com/mcpid/mcpid/gen/go/mcpid/audit/v1"
 	registrationv1 "github.com/mcpid/mcpid/gen/go/mcpid/registration/v1"
 	tokenv1 "github.com/mcpid/mcpid/gen/go/mcpid/token/v1"
+	"github.com/mcpid/mcpid/lib/browsertest"
 )
-
-const chromiumPath = "/usr/bin/chromium"
 
 // exchange is one HTTP exchange the MCP client made.
 type exchange struct {
@@ -97,51 +95,9 @@ func (r *refreshable) access() string {
 	return r.cur.AccessToken
 }
 
-func newBrowser(t *testing.T) context.Context {
-	t.Helper()
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromiumPath), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"))
-	ctx, cancelCtx := chromedp.NewContext(actx)
-	t.Cleanup(func() { cancelCtx(); cancelAlloc() })
-	// Start the browser on this long-lived context: the first Run allocates
-	// it, and a browser allocated under a step's timeout would close with
-	// that step.
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	return ctx
-}
-
-// callback is the native client's loopback redirect target.
-func callback(t *testing.T) (string, chan url.Values) {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hits := make(chan url.Values, 4)
-	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// Only the redirect itself: Chromium also asks for /favicon.ico.
-		if r.URL.Path != "/callback" {
-			http.NotFound(w, r)
-			return
-		}
-		hits <- r.URL.Query()
-		_, _ = fmt.Fprint(w, `<!DOCTYPE html><p id="done">done</p>`)
-	})}
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return "http://" + lis.Addr().String() + "/callback", hits
-}
-
 // browserFetcher signs in (when asked) and approves the consent page in
 // headless Chromium, and returns what reached the callback.
-func browserFetcher(t *testing.T, bctx context.Context, hits chan url.Values, resource string) auth.AuthorizationCodeFetcher {
+func browserFetcher(t *testing.T, bctx context.Context, cb *browsertest.Callback, resource string) auth.AuthorizationCodeFetcher {
 	return func(ctx context.Context, args *auth.AuthorizationArgs) (*auth.AuthorizationResult, error) {
 		// One sign-in and consent takes well under a second; a page that
 		// never shows what the test waits for fails the step, not the run.
@@ -168,23 +124,18 @@ func browserFetcher(t *testing.T, bctx context.Context, hits chan url.Values, re
 			return nil, err
 		}
 		if login {
-			if err := chromedp.Do(bctx,
-				chromedp.SendKeys(chromedp.ID("username"), user),
-				chromedp.SendKeys(chromedp.ID("password"), password),
-				chromedp.Click(chromedp.ID("sign-in")),
-				chromedp.WaitVisible(chromedp.ID("consent-form"))); err != nil {
+			if err := browsertest.SignIn(bctx, user, password, "#consent-form"); err != nil {
 				return nil, fmt.Errorf("sign-in: %w", err)
 			}
 		}
-		if err := chromedp.Do(bctx, chromedp.Click(chromedp.ID("approve")), chromedp.WaitVisible(chromedp.ID("done"))); err != nil {
+		if err := browsertest.Approve(bctx, "#done"); err != nil {
 			return nil, fmt.Errorf("consent: %w", err)
 		}
-		select {
-		case q := <-hits:
-			return &auth.AuthorizationResult{Code: q.Get("code"), State: q.Get("state"), Iss: q.Get("iss")}, nil
-		case <-time.After(10 * time.Second):
-			return nil, fmt.Errorf("the browser never reached the callback")
+		q, err := cb.Redirect(bctx)
+		if err != nil {
+			return nil, err
 		}
+		return &auth.AuthorizationResult{Code: q.Get("code"), State: q.Get("state"), Iss: q.Get("iss")}, nil
 	}
 }
 
@@ -216,14 +167,15 @@ func TestMCPClientEndToEnd(t *testing.T) {
 
 func runClient(t *testing.T, s *system, mode string) {
 	ctx := t.Context()
-	bctx := newBrowser(t)
-	redirect, hits := callback(t)
+	bctx := browsertest.Start(t)
+	cb := browsertest.NewCallback(t)
+	redirect := cb.URL
 	rec := &recorder{t: t}
 	httpClient := &http.Client{Transport: rec, Timeout: 30 * time.Second}
 	var ts *refreshable
 	cfg := &auth.AuthorizationCodeHandlerConfig{
 		RedirectURL:              redirect,
-		AuthorizationCodeFetcher: browserFetcher(t, bctx, hits, s.crmURL),
+		AuthorizationCodeFetcher: browserFetcher(t, bctx, cb, s.crmURL),
 		RequestRefreshToken:      true,
 		Client:                   httpClient,
 		NewTokenSource: func(ctx context.Context, c *oauth2.Config, tok *oauth2.Token) (oauth2.TokenSource, error) {

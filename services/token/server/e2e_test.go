@@ -4,12 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -17,64 +13,17 @@ import (
 	"github.com/chromedp/chromedp"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/mcpid/mcpid/lib/browsertest"
 )
 
-// chromiumPath is Debian's chromium; `make test` installs it when missing.
-const chromiumPath = "/usr/bin/chromium"
-
-// newBrowser starts headless Chromium with a fresh profile. Every host but
-// 127.0.0.1 fails to resolve, so the browser can reach nothing else.
+// newBrowser starts headless Chromium (lib/browsertest); the returned
+// context bounds all of a test's browser steps.
 func newBrowser(t *testing.T) context.Context {
 	t.Helper()
-	if _, err := os.Stat(chromiumPath); err != nil {
-		if p, lerr := exec.LookPath("chromium"); lerr == nil {
-			t.Fatalf("chromium is at %s, expected %s", p, chromiumPath)
-		}
-		t.Fatalf("headless Chromium is required (Debian package chromium; `make test` installs it): %v", err)
-	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromiumPath),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("no-default-browser-check", true),
-		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelCtx := chromedp.NewContext(actx)
-	ctx, cancelTimeout := context.WithTimeout(ctx, 90*time.Second)
-	t.Cleanup(func() { cancelTimeout(); cancelCtx(); cancelAlloc() })
+	ctx, cancel := context.WithTimeout(browsertest.Start(t), 90*time.Second)
+	t.Cleanup(cancel)
 	return ctx
-}
-
-// callbackServer is the native client's loopback redirect target.
-type callbackServer struct {
-	url  string
-	hits chan url.Values
-}
-
-func newCallbackServer(t *testing.T) *callbackServer {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs := &callbackServer{url: "http://" + lis.Addr().String() + "/callback", hits: make(chan url.Values, 4)}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /callback", func(w http.ResponseWriter, r *http.Request) {
-		cs.hits <- r.URL.Query()
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_, _ = fmt.Fprint(w, `<!DOCTYPE html><html><body><p id="done">You can close this window.</p></body></html>`)
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return cs
 }
 
 // e2eParams describe the clients of an end-to-end run.
@@ -94,13 +43,13 @@ type e2eParams struct {
 // client_credentials, and checks each token at the introspection endpoint.
 func runEndToEnd(t *testing.T, e *env, p e2eParams) {
 	ctx := newBrowser(t)
-	cb := newCallbackServer(t)
+	cb := browsertest.NewCallback(t)
 	cfg := &oauth2.Config{
 		ClientID: p.nativeClient,
 		Endpoint: oauth2.Endpoint{
 			AuthURL: e.issuer + "/oauth2/authorize", TokenURL: e.issuer + "/oauth2/token", AuthStyle: oauth2.AuthStyleInParams,
 		},
-		RedirectURL: cb.url,
+		RedirectURL: cb.URL,
 		Scopes:      []string{"crm:read", "crm:write", "offline_access"},
 	}
 	verifier := oauth2.GenerateVerifier()
@@ -108,14 +57,10 @@ func runEndToEnd(t *testing.T, e *env, p e2eParams) {
 	authURL := cfg.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("resource", p.resource))
 
 	// Sign in.
-	if err := chromedp.Do(ctx,
-		chromedp.Navigate(authURL),
-		chromedp.WaitVisible(chromedp.ID("login-form")),
-		chromedp.SendKeys(chromedp.ID("username"), p.user),
-		chromedp.SendKeys(chromedp.ID("password"), p.password),
-		chromedp.Click(chromedp.ID("sign-in")),
-		chromedp.WaitVisible(chromedp.ID("consent-form")),
-	); err != nil {
+	if err := chromedp.Do(ctx, chromedp.Navigate(authURL)); err != nil {
+		t.Fatalf("authorize page in Chromium: %v", err)
+	}
+	if err := browsertest.SignIn(ctx, p.user, p.password, "#consent-form"); err != nil {
 		t.Fatalf("sign-in in Chromium: %v", err)
 	}
 	// Consent: the page names the client, the MCP server and each scope;
@@ -132,18 +77,15 @@ func runEndToEnd(t *testing.T, e *env, p e2eParams) {
 	if err != nil || !strings.Contains(warning, "program on this device") {
 		t.Fatalf("consent page lacks the loopback warning: %q (%v)", warning, err)
 	}
-	if err := chromedp.Do(ctx,
-		chromedp.Click(chromedp.CSS(`input[value="crm:write"]`)),
-		chromedp.Click(chromedp.ID("approve")),
-		chromedp.WaitVisible(chromedp.ID("done")),
-	); err != nil {
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`input[value="crm:write"]`))); err != nil {
 		t.Fatalf("consent in Chromium: %v", err)
 	}
-	var q url.Values
-	select {
-	case q = <-cb.hits:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the browser never reached the callback")
+	if err := browsertest.Approve(ctx, "#done"); err != nil {
+		t.Fatalf("consent in Chromium: %v", err)
+	}
+	q, err := cb.Redirect(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if q.Get("state") != state || q.Get("iss") != e.issuer || q.Get("code") == "" {
 		t.Fatalf("callback query: %v", q)

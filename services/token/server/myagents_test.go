@@ -5,9 +5,10 @@ import (
 	"net/url"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/mcpid/mcpid/lib/browsertest"
 )
 
 // TestMyAgentsPageInChromium: a user signs in and approves the native app
@@ -18,28 +19,23 @@ import (
 func TestMyAgentsPageInChromium(t *testing.T) {
 	e := startEnv(t)
 	ctx := newBrowser(t)
-	cb := newCallbackServer(t)
-	a := authz{clientID: clientNative, redirect: cb.url, scope: "crm:read", resource: resCRM, state: "ma-state", verifier: newVerifier()}
-	if err := chromedp.Do(ctx,
-		chromedp.Navigate(e.issuer+"/oauth2/authorize?"+a.query().Encode()),
-		chromedp.WaitVisible(chromedp.ID("login-form")),
-		chromedp.SendKeys(chromedp.ID("username"), testUser),
-		chromedp.SendKeys(chromedp.ID("password"), testPassword),
-		chromedp.Click(chromedp.ID("sign-in")),
-		chromedp.WaitVisible(chromedp.ID("consent-form")),
-		chromedp.Click(chromedp.ID("approve")),
-		chromedp.WaitVisible(chromedp.ID("done")),
-	); err != nil {
+	cb := browsertest.NewCallback(t)
+	a := authz{clientID: clientNative, redirect: cb.URL, scope: "crm:read", resource: resCRM, state: "ma-state", verifier: newVerifier()}
+	if err := chromedp.Do(ctx, chromedp.Navigate(e.issuer+"/oauth2/authorize?"+a.query().Encode())); err != nil {
+		t.Fatal(err)
+	}
+	if err := browsertest.SignIn(ctx, testUser, testPassword, "#consent-form"); err != nil {
+		t.Fatal(err)
+	}
+	if err := browsertest.Approve(ctx, "#done"); err != nil {
 		t.Fatalf("sign-in and consent in Chromium: %v", err)
 	}
-	var q url.Values
-	select {
-	case q = <-cb.hits:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the browser never reached the callback")
+	q, err := cb.Redirect(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
 	tr := decodeToken(t, e.post("/oauth2/token", url.Values{"grant_type": {"authorization_code"}, "code": {q.Get("code")},
-		"redirect_uri": {cb.url}, "code_verifier": {a.verifier}, "client_id": {clientNative}}, "", ""))
+		"redirect_uri": {cb.URL}, "code_verifier": {a.verifier}, "client_id": {clientNative}}, "", ""))
 	checkActive(t, e, mcpParams(), tr.AccessToken, "crm:read", clientNative)
 
 	page := e.issuer + "/oauth2/my-agents"

@@ -511,12 +511,19 @@ func (c Config) setup(_ context.Context, b *service.Base, st *settings, verifier
 	// SSO (issue 9): connector administration, registry and seeding.
 	api.WithConnectors(fed.Admin)
 	background = append(background, fed.Run)
+	ready := []libserver.Check{keys.Ready, revs.Ready, fed.Ready}
+	if pol != nil {
+		// The metadata's scopes_supported and the consent page come from the
+		// policy service's catalogues: not ready until they are loaded
+		// (policy's own readiness never waits on this service: no cycle).
+		ready = append(ready, cats.Ready)
+	}
 	return &service.Setup{
 		Register:     func(s *grpc.Server) { tokenv1.RegisterTokenServiceServer(s, api) },
 		Gateway:      tokenv1.RegisterTokenServiceHandler,
 		HTTPHandlers: pages.Handlers(),
 		Background:   background,
-		Ready:        []libserver.Check{keys.Ready, revs.Ready, fed.Ready},
+		Ready:        ready,
 		Close:        closeBatcher,
 	}, nil
 }

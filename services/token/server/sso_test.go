@@ -28,6 +28,7 @@ import (
 	auditv1 "github.com/mcpid/mcpid/gen/go/mcpid/audit/v1"
 	policyv1 "github.com/mcpid/mcpid/gen/go/mcpid/policy/v1"
 	tokenv1 "github.com/mcpid/mcpid/gen/go/mcpid/token/v1"
+	"github.com/mcpid/mcpid/lib/browsertest"
 	"github.com/mcpid/mcpid/lib/config"
 	"github.com/mcpid/mcpid/lib/fetch"
 	"github.com/mcpid/mcpid/services/token/server"
@@ -260,11 +261,11 @@ func TestSSOBrowser(t *testing.T) {
 	s := startSSO(t, nil)
 	s.corp.m.QueueUser(&mockoidc.MockUser{Subject: "emp-1", Email: "ada@corp.example", EmailVerified: true, Groups: []string{"engineering"}})
 	ctx := newBrowser(t)
-	cb := newCallbackServer(t)
+	cb := browsertest.NewCallback(t)
 	cfg := &oauth2.Config{
 		ClientID:    clientNative,
 		Endpoint:    oauth2.Endpoint{AuthURL: s.issuer + "/oauth2/authorize", TokenURL: s.issuer + "/oauth2/token", AuthStyle: oauth2.AuthStyleInParams},
-		RedirectURL: cb.url, Scopes: []string{"crm:read"},
+		RedirectURL: cb.URL, Scopes: []string{"crm:read"},
 	}
 	verifier := oauth2.GenerateVerifier()
 	authURL := cfg.AuthCodeURL("sso-state", oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("resource", resCRM))
@@ -282,19 +283,18 @@ func TestSSOBrowser(t *testing.T) {
 	if err := chromedp.Do(ctx,
 		chromedp.Click(chromedp.ID("connector-corp")),
 		chromedp.WaitVisible(chromedp.ID("consent-form")),
-		chromedp.Click(chromedp.ID("approve")),
-		chromedp.WaitVisible(chromedp.ID("done")),
 	); err != nil {
+		t.Fatalf("federated sign-in in Chromium: %v", err)
+	}
+	if err := browsertest.Approve(ctx, "#done"); err != nil {
 		t.Fatalf("federated sign-in in Chromium: %v", err)
 	}
 	if partnerButton != "Partner IdP" {
 		t.Fatalf("login page lists %q as the second connector", partnerButton)
 	}
-	var q url.Values
-	select {
-	case q = <-cb.hits:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the browser never reached the client")
+	q, err := cb.Redirect(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
 	octx := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Timeout: 30 * time.Second})
 	tok, err := cfg.Exchange(octx, q.Get("code"), oauth2.VerifierOption(verifier), oauth2.SetAuthURLParam("resource", resCRM))

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,41 +17,8 @@ import (
 
 	"github.com/mcpid/mcpid/cmd/mcpid/internal/cli"
 	"github.com/mcpid/mcpid/cmd/mcpid/internal/cliconfig"
+	"github.com/mcpid/mcpid/lib/browsertest"
 )
-
-// chromiumPath is Debian's chromium; `make test` installs it when missing.
-const chromiumPath = "/usr/bin/chromium"
-
-// newChromium starts one headless Chromium for a test. Every host but
-// 127.0.0.1 fails to resolve, so the browser can reach nothing else.
-func newChromium(t *testing.T) context.Context {
-	t.Helper()
-	if _, err := os.Stat(chromiumPath); err != nil {
-		if p, lerr := exec.LookPath("chromium"); lerr == nil {
-			t.Fatalf("chromium is at %s, expected %s", p, chromiumPath)
-		}
-		t.Fatalf("headless Chromium is required (Debian package chromium; `make test` installs it): %v", err)
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromiumPath),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("no-default-browser-check", true),
-		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"),
-	)
-	ctx, cancelCtx := chromedp.NewContext(actx)
-	t.Cleanup(func() { cancelCtx(); cancelAlloc() })
-	if err := chromedp.Do(ctx); err != nil { // starts the browser
-		t.Fatalf("starting Chromium: %v", err)
-	}
-	return ctx
-}
 
 // signIn is a Deps.OpenBrowser that does what a person does with the URL
 // `mcpid login` prints: in a fresh browser profile (no session of an
@@ -66,17 +32,13 @@ func signIn(t *testing.T, browser context.Context, user, password string) func(c
 		defer cancel()
 		ctx, cancelT := context.WithTimeout(ctx, 45*time.Second)
 		defer cancelT()
-		err := chromedp.Do(ctx,
-			chromedp.Navigate(authURL),
-			chromedp.WaitVisible(chromedp.ID("login-form")),
-			chromedp.SendKeys(chromedp.ID("username"), user),
-			chromedp.SendKeys(chromedp.ID("password"), password),
-			chromedp.Click(chromedp.ID("sign-in")),
-			// Either the consent page, or (a user without an operator role)
-			// straight back to the CLI with error=access_denied.
-			chromedp.WaitVisible(chromedp.CSS("#consent-form, #failed")),
-		)
-		if err != nil {
+		if err := chromedp.Do(ctx, chromedp.Navigate(authURL)); err != nil {
+			t.Errorf("authorize page in Chromium: %v", err)
+			return err
+		}
+		// Either the consent page, or (a user without an operator role)
+		// straight back to the CLI with error=access_denied.
+		if err := browsertest.SignIn(ctx, user, password, "#consent-form, #failed"); err != nil {
 			t.Errorf("sign-in as %s in Chromium: %v", user, err)
 			return err
 		}
@@ -91,10 +53,7 @@ func signIn(t *testing.T, browser context.Context, user, password string) func(c
 		if client, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("client-name"))); err != nil || !strings.Contains(client, "mcpid") {
 			t.Errorf("consent page names client %q (%v), want the mcpid CLI", client, err)
 		}
-		if err := chromedp.Do(ctx,
-			chromedp.Click(chromedp.ID("approve")),
-			chromedp.WaitVisible(chromedp.CSS("#signed-in, #failed")),
-		); err != nil {
+		if err := browsertest.Approve(ctx, "#signed-in, #failed"); err != nil {
 			t.Errorf("consent as %s in Chromium: %v", user, err)
 			return err
 		}
@@ -177,7 +136,7 @@ func login(t *testing.T, browser context.Context, cfg, user, password string) re
 // the pre-registered native client mcpid, sign-in and consent in headless
 // Chromium, the code back on the CLI's loopback listener.
 func TestLogin(t *testing.T) {
-	browser := newChromium(t)
+	browser := browsertest.Start(t)
 	mustRun(t, "an auditor password\n", "users", "create", "login-auditor", "--role", "auditor", "--password-stdin")
 	mustRun(t, "a plain user password\n", "users", "create", "login-plain", "--password-stdin")
 

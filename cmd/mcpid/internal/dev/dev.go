@@ -17,7 +17,6 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,6 +27,7 @@ import (
 	"github.com/mcpid/mcpid/cmd/mcpid/internal/etcdsetup"
 	"github.com/mcpid/mcpid/lib/config"
 	"github.com/mcpid/mcpid/lib/devca"
+	"github.com/mcpid/mcpid/lib/edgerouter"
 	"github.com/mcpid/mcpid/lib/etcdauth"
 	"github.com/mcpid/mcpid/lib/etcdembed"
 	"github.com/mcpid/mcpid/lib/service"
@@ -360,7 +360,9 @@ func Start(ctx context.Context, o Options, logOut io.Writer) (_ *Env, err error)
 
 	httpClient := &http.Client{Timeout: 2 * time.Second}
 	readyURL := func(name string) string { return "http://" + env.Services[name].HTTP.String() }
-	router := NewRouter(mustURL(readyURL(registrationserver.Name)), mustURL(readyURL(tokenserver.Name)),
+	router, err := edgerouter.New(
+		[]string{env.Services[registrationserver.Name].HTTP.String()},
+		[]string{env.Services[tokenserver.Name].HTTP.String()},
 		func(ctx context.Context) error {
 			var errs []error
 			for _, s := range services {
@@ -370,6 +372,9 @@ func Start(ctx context.Context, o Options, logOut io.Writer) (_ *Env, err error)
 			}
 			return errors.Join(errs...)
 		})
+	if err != nil {
+		return nil, err
+	}
 	public := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- public.Serve(publicLis) }()
@@ -617,12 +622,21 @@ func demoCredentials(dataDir string) (password, path string, err error) {
 	return password, path, nil
 }
 
-func mustURL(s string) *url.URL {
-	u, err := url.Parse(s)
+// checkReady asks a service's /readyz.
+func checkReady(ctx context.Context, client *http.Client, name, base string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readyz", nil)
 	if err != nil {
-		panic(err) // built from a net.Addr: cannot fail
+		return err
 	}
-	return u
+	resp, err := client.Do(req)
+	if err != nil {
+		return errors.New(name + " unreachable")
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return errors.New(name + " not ready")
+	}
+	return nil
 }
 
 // EtcdAuthDir is the folder of the data folder holding the etcd passwords

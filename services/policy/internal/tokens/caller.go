@@ -58,13 +58,7 @@ func NewCallerVerifier(cfg Config, revocations Revocations) (*CallerVerifier, er
 	if revocations == nil {
 		revocations = NoRevocations{}
 	}
-	jv, err := jose.NewVerifier(cfg.Keys, jose.VerifierOptions{
-		Algorithms: []string{jose.ES256, jose.EdDSA},
-		Type:       AccessTokenType,
-		Issuer:     cfg.Issuer,
-		ClockSkew:  cfg.ClockSkew,
-		Now:        cfg.Now,
-	})
+	jv, err := jose.NewVerifier(cfg.Keys, jose.AccessTokenOptions(cfg.Issuer, cfg.ClockSkew, cfg.Now))
 	if err != nil {
 		return nil, err
 	}

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -56,31 +54,11 @@ func NewRemoteKeys(cfg RemoteKeysConfig) (*RemoteKeys, error) {
 	f := cfg.Fetcher
 	var closer func()
 	if f == nil {
-		u, err := url.Parse(cfg.URL)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Hostname() == "" {
-			return nil, fmt.Errorf("setting jwks-url: %q is not an http(s) URL", cfg.URL)
-		}
-		fc := fetch.Config{
-			AllowedHosts: []string{u.Hostname()},
-			AllowHTTP:    u.Scheme == "http",
-			AllowPrivate: true,
-			MaxBodyBytes: 1 << 20,
-			// KeySetCache already spaces fetches; a remembered failure would
-			// only delay recovery once the token service is up.
-			NegativeTTL: -1,
-		}
-		if p := u.Port(); p != "" {
-			n, err := strconv.ParseUint(p, 10, 16)
-			if err != nil {
-				return nil, fmt.Errorf("setting jwks-url: port %q: %w", p, err)
-			}
-			fc.AllowedPorts = []uint16{uint16(n)}
-		}
-		ff, err := fetch.New(fc)
+		ff, err := fetch.NewPinned(cfg.URL)
 		if err != nil {
 			return nil, fmt.Errorf("setting jwks-url: %w", err)
 		}
-		f = fetcher{ff}
+		f = ff
 		closer = ff.Close
 	}
 	log := cfg.Logger
@@ -104,19 +82,6 @@ func NewRemoteKeys(cfg RemoteKeysConfig) (*RemoteKeys, error) {
 		log:      log,
 		unknown:  make(chan string, 1),
 	}, nil
-}
-
-// fetcher adapts lib/fetch to jose.Fetcher, bypassing fetch's response
-// cache: KeySetCache decides when to fetch, and a refresh for an unknown
-// kid must see the current document.
-type fetcher struct{ f *fetch.Fetcher }
-
-func (a fetcher) Get(ctx context.Context, u, accept string) ([]byte, error) {
-	resp, err := a.f.GetFresh(ctx, u, accept)
-	if err != nil {
-		return nil, err
-	}
-	return resp.Body, nil
 }
 
 // LookupKey implements jose.KeySource from memory.

@@ -23,7 +23,7 @@ import (
 )
 
 // AccessTokenType is the JWT "typ" of RFC 9068 access tokens.
-const AccessTokenType = "at+jwt"
+const AccessTokenType = jose.AccessTokenType
 
 // Defaults.
 const (
@@ -129,13 +129,7 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	if cfg.Issuer == "" {
 		return nil, errors.New("tokens: an issuer is required")
 	}
-	jv, err := jose.NewVerifier(cfg.Keys, jose.VerifierOptions{
-		Algorithms: []string{jose.ES256, jose.EdDSA},
-		Type:       AccessTokenType,
-		Issuer:     cfg.Issuer,
-		ClockSkew:  cfg.ClockSkew,
-		Now:        cfg.Now,
-	})
+	jv, err := jose.NewVerifier(cfg.Keys, jose.AccessTokenOptions(cfg.Issuer, cfg.ClockSkew, cfg.Now))
 	if err != nil {
 		return nil, err
 	}
@@ -178,14 +172,7 @@ func (v *Verifier) Verify(ctx context.Context, raw, resource string) (*Token, *F
 // VerifyAt is Verify at another instant, without the cache, returning the
 // claims with a claim failure (Explain).
 func (v *Verifier) VerifyAt(ctx context.Context, raw, resource string, at time.Time) (*Token, *Failure) {
-	opts := jose.VerifierOptions{
-		Algorithms: []string{jose.ES256, jose.EdDSA},
-		Type:       AccessTokenType,
-		Issuer:     v.cfg.Issuer,
-		ClockSkew:  v.cfg.ClockSkew,
-		Now:        func() time.Time { return at },
-	}
-	jv, err := jose.NewVerifier(v.cfg.Keys, opts)
+	jv, err := jose.NewVerifier(v.cfg.Keys, jose.AccessTokenOptions(v.cfg.Issuer, v.cfg.ClockSkew, func() time.Time { return at }))
 	if err != nil {
 		return nil, &Failure{Reason: policyv1.DecisionReason_DECISION_REASON_NOT_READY, Step: policyv1.EvaluationStepKind_EVALUATION_STEP_KIND_TOKEN_SIGNATURE, Detail: err.Error()}
 	}
