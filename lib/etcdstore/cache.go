@@ -87,6 +87,9 @@ type Cache[T any] struct {
 	cfg     CacheConfig[T]
 	log     *slog.Logger
 	running atomic.Bool
+	// live is set while a watch stream is established (etcd confirmed it)
+	// and has not ended; see Live.
+	live atomic.Bool
 	// progress carries WaitForRevision's requests for a progress
 	// notification to the watch loop, which owns the watch stream.
 	progress chan struct{}
@@ -181,10 +184,11 @@ func (c *Cache[T]) Run(ctx context.Context) error {
 func (c *Cache[T]) watch(ctx context.Context) (compacted, progressed bool, err error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
+	defer c.live.Store(false)
 	// Progress notifications keep the revision current while the prefix is
 	// idle, so that a later resume does not fall behind compaction.
 	wch := c.cfg.Client.Watch(wctx, string(c.cfg.Prefix),
-		clientv3.WithPrefix(), clientv3.WithRev(c.Revision()+1), clientv3.WithProgressNotify())
+		clientv3.WithPrefix(), clientv3.WithRev(c.Revision()+1), clientv3.WithProgressNotify(), clientv3.WithCreatedNotify())
 	for {
 		select {
 		case <-c.progress:
@@ -202,6 +206,10 @@ func (c *Cache[T]) watch(ctx context.Context) (compacted, progressed bool, err e
 			}
 			if err := wr.Err(); err != nil {
 				return false, progressed, err
+			}
+			if wr.Created {
+				c.live.Store(true)
+				continue
 			}
 			if wr.IsProgressNotify() {
 				// Every event up to the header's revision has been sent.
@@ -409,6 +417,16 @@ func (c *Cache[T]) Ready() bool {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.ready
+}
+
+// Live reports whether the cache is ready and following etcd right now: a
+// watch stream is established and has not ended. Watches require a leader,
+// so a member cut off from its cluster ends the stream and Live turns false
+// until the cache watches again. Readers that must not act on state older
+// than etcd's by more than the watch delay (security decisions) read through
+// etcd instead while Live is false.
+func (c *Cache[T]) Live() bool {
+	return c.live.Load() && c.Ready()
 }
 
 // WaitForRevision waits until the cache is ready and reflects at least rev,

@@ -489,3 +489,32 @@ func TestWaitForRevisionAfterCallbacks(t *testing.T) {
 		}
 	}
 }
+
+// waitLive polls Live until it equals want (bounded by a deadline).
+func waitLive(t testing.TB, cache *etcdstore.Cache[string], want bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for cache.Live() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("Live() did not become %v", want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestCacheLiveOnlyWhileWatching(t *testing.T) {
+	_, c, _ := newStore(t)
+	cache := newCache(t, c, testPrefix.Sub("live"), nil)
+	if cache.Live() {
+		t.Fatal("live before Run")
+	}
+	stop := run(t, cache)
+	waitLive(t, cache, true)
+	if !cache.Ready() {
+		t.Fatal("live but not ready")
+	}
+	_ = stop()
+	if cache.Live() {
+		t.Fatal("live after Run returned")
+	}
+}

@@ -359,6 +359,12 @@ func (c Config) setup(_ context.Context, b *service.Base, st *settings, operator
 	if err != nil {
 		return nil, err
 	}
+	// Client authentication (every token request) reads clients from
+	// memory; see store.ClientCache for how fresh that is.
+	clientCache, err := store.NewClientCache(db, b.Logger)
+	if err != nil {
+		return nil, err
+	}
 	batcher, err := b.NewBatcher(false)
 	if err != nil {
 		return nil, fmt.Errorf("audit batcher: %w", err)
@@ -384,6 +390,7 @@ func (c Config) setup(_ context.Context, b *service.Base, st *settings, operator
 	}
 	svc, err := registry.New(st.dom, registry.Deps{
 		Store:      db,
+		Clients:    clientCache,
 		Outbox:     b.Outbox,
 		Batcher:    batcher,
 		Limiter:    ratelimit.New(st.ratePerMin, st.rateBurst, now),
@@ -404,6 +411,7 @@ func (c Config) setup(_ context.Context, b *service.Base, st *settings, operator
 	}
 	var preRegistered atomic.Bool
 	background := []func(context.Context) error{
+		clientCache.Run,
 		expirer.Run,
 		func(ctx context.Context) error { return ensurePreRegistered(ctx, svc, &preRegistered, b) },
 	}

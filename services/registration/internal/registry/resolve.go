@@ -37,7 +37,7 @@ func (s *Service) resolve(ctx context.Context, c Caller, id string) (*store.Clie
 		}
 		return s.resolveCIMD(ctx, c, id)
 	}
-	rec, err := s.Store.GetClient(ctx, id)
+	rec, err := s.Clients.GetClient(ctx, id)
 	if err != nil {
 		return nil, storeErr(err, id)
 	}

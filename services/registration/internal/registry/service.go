@@ -65,10 +65,21 @@ type Config struct {
 	CIMDMaxStale time.Duration
 }
 
+// ClientReader reads client records for client authentication and
+// resolution (the token service's hot path); the record returned is shared
+// and read only. store.ClientCache answers from memory.
+type ClientReader interface {
+	GetClient(ctx context.Context, id string) (*store.Client, error)
+}
+
 // Deps are what the domain uses.
 type Deps struct {
-	Store  store.Store
-	Outbox *auditemit.Outbox
+	Store store.Store
+	// Clients, when set, answers the client reads of AuthenticateClient and
+	// ResolveClient (nil: Store). Every other read, and every
+	// read-modify-write, goes to Store.
+	Clients ClientReader
+	Outbox  *auditemit.Outbox
 	// Batcher carries read-path events (rejected registrations); nil
 	// without an audit service.
 	Batcher *auditemit.Batcher
@@ -105,6 +116,9 @@ func New(cfg Config, d Deps) (*Service, error) {
 	}
 	if d.Now == nil {
 		d.Now = time.Now
+	}
+	if d.Clients == nil {
+		d.Clients = d.Store
 	}
 	return &Service{cfg: cfg, Deps: d, ids: auditemit.NewIDGenerator(d.Now, nil)}, nil
 }

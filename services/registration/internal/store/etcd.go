@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -47,6 +48,20 @@ type Etcd struct {
 	ids    *auditemit.IDGenerator
 	jti    leaseBuckets
 	now    func() time.Time
+	// clientWrites is the highest revision at which this store wrote a
+	// client record: a ClientCache reads through etcd until it has caught
+	// up with it (read-your-writes within the replica).
+	clientWrites atomic.Int64
+}
+
+// wroteClient records a client write at rev.
+func (s *Etcd) wroteClient(rev int64) {
+	for {
+		cur := s.clientWrites.Load()
+		if rev <= cur || s.clientWrites.CompareAndSwap(cur, rev) {
+			return
+		}
+	}
 }
 
 var _ Store = (*Etcd)(nil)
@@ -185,6 +200,7 @@ func (s *Etcd) CreateClient(ctx context.Context, c *Client, opts CreateOptions) 
 	if err != nil {
 		return 0, err
 	}
+	s.wroteClient(rev)
 	c.Revision = rev
 	c.ConsentEpoch = rev
 	return rev, nil
@@ -281,6 +297,7 @@ func (s *Etcd) UpdateClient(ctx context.Context, id string, fn func(c *Client) (
 			s.revoke(ctx, newLease)
 			return nil, err
 		}
+		s.wroteClient(rev)
 		// The marker moved to the new lease; the old one holds nothing now.
 		s.revoke(ctx, oldLease)
 		out.Revision = rev
@@ -309,7 +326,7 @@ func (s *Etcd) DeleteClient(ctx context.Context, id string, fn func(c *Client) (
 			return nil, err
 		}
 		called := false
-		_, err = s.es.DeleteFunc(ctx, key, func(old []byte) ([]etcdstore.Op, error) {
+		rev, err := s.es.DeleteFunc(ctx, key, func(old []byte) ([]etcdstore.Op, error) {
 			if called || !sameVersion(old, cur.Version) {
 				return nil, errStale
 			}
@@ -326,6 +343,7 @@ func (s *Etcd) DeleteClient(ctx context.Context, id string, fn func(c *Client) (
 		if err != nil {
 			return nil, err
 		}
+		s.wroteClient(rev)
 		s.revoke(ctx, clientv3.LeaseID(cur.LeaseID))
 		return cur, nil
 	}
@@ -372,7 +390,7 @@ func (s *Etcd) RenewClient(ctx context.Context, c *Client, now, expire time.Time
 			return fmt.Errorf("store: renew client %q: %w", c.ClientID, err)
 		}
 	}
-	_, err := s.es.Update(ctx, s.clientKey(c.ClientID), func(old []byte) ([]byte, []etcdstore.Op, error) {
+	rev, err := s.es.Update(ctx, s.clientKey(c.ClientID), func(old []byte) ([]byte, []etcdstore.Op, error) {
 		if !sameVersion(old, c.Version) {
 			return nil, nil, errStale
 		}
@@ -387,6 +405,9 @@ func (s *Etcd) RenewClient(ctx context.Context, c *Client, now, expire time.Time
 	})
 	if errors.Is(err, errStale) || errors.Is(err, etcdstore.ErrNotFound) {
 		return nil
+	}
+	if err == nil {
+		s.wroteClient(rev)
 	}
 	return err
 }
