@@ -510,6 +510,9 @@ func (c Config) setup(_ context.Context, b *service.Base, st *settings, verifier
 	}
 	// SSO (issue 9): connector administration, registry and seeding.
 	api.WithConnectors(fed.Admin)
+	// A change of a connector's role mappings takes roles away from its
+	// users and revokes their admin-audience grants at once.
+	fed.Admin.WithRoleKeeper(svc)
 	background = append(background, fed.Run)
 	ready := []libserver.Check{keys.Ready, revs.Ready, fed.Ready}
 	if pol != nil {

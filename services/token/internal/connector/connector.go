@@ -28,8 +28,19 @@ type Identity struct {
 	Name          string
 	// Groups are the upstream groups with the connector's prefix applied.
 	Groups []string
+	// UpstreamGroups are the groups as the upstream named them (no
+	// prefix): the role mappings' input, kept with the user's identity so
+	// that a change of the mappings can be applied without a sign-in.
+	UpstreamGroups []string
 	// Roles are the operator roles the connector's group mappings give.
 	Roles []string
+}
+
+// RoleMapper is implemented by connectors whose group mappings give
+// operator roles: RolesFor returns the roles the connector's current
+// mappings give to members of the upstream groups.
+type RoleMapper interface {
+	RolesFor(upstreamGroups []string) []string
 }
 
 // Flow identifies the pending authorization request a sign-in belongs to.

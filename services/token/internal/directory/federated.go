@@ -112,10 +112,47 @@ func ApplyIdentity(u *store.User, id connector.Identity, now time.Time) {
 		i = len(u.Identities) - 1
 	}
 	u.Identities[i].Email, u.Identities[i].LastLogin = id.Email, now
-	roles := slices.Clone(id.Roles)
-	slices.Sort(roles)
-	u.Identities[i].Roles = slices.Compact(roles)
+	u.Identities[i].Roles = sortedSet(id.Roles)
+	u.Identities[i].Groups = sortedSet(id.UpstreamGroups)
 	u.Updated = now
+}
+
+// ConnectorRoles narrows the roles u's identities of connectorID hold to
+// what rolesFor (the connector's current mappings) gives their stored
+// upstream groups; a nil rolesFor (connector disabled or deleted) clears
+// them. It only takes roles away: a role a new mapping would give comes at
+// the next sign-in, when the upstream asserts the groups afresh. It
+// reports whether anything changed.
+func ConnectorRoles(u *store.User, connectorID string, rolesFor func(upstreamGroups []string) []string) bool {
+	changed := false
+	for i := range u.Identities {
+		id := &u.Identities[i]
+		if id.ConnectorID != connectorID || len(id.Roles) == 0 {
+			continue
+		}
+		var keep []string
+		if rolesFor != nil {
+			now := rolesFor(id.Groups)
+			keep = slices.DeleteFunc(slices.Clone(id.Roles), func(r string) bool { return !slices.Contains(now, r) })
+		}
+		if !slices.Equal(keep, id.Roles) {
+			id.Roles = keep
+			if len(id.Roles) == 0 {
+				id.Roles = nil
+			}
+			changed = true
+		}
+	}
+	return changed
+}
+
+func sortedSet(ss []string) []string {
+	if len(ss) == 0 {
+		return nil
+	}
+	out := slices.Clone(ss)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // RolesRemoved reports whether after lacks a role before had.

@@ -305,7 +305,7 @@ func dedupeSorted(ss []string) []string {
 // checkUserAudience enforces that only users holding an operator role get
 // the admin audience.
 func (s *Service) checkUserAudience(req *store.AuthRequest, u *store.User) error {
-	if req.Resource == principal.AdminAudience && len(u.EffectiveRoles()) == 0 {
+	if req.Resource == principal.AdminAudience && len(s.rolesNow(u)) == 0 {
 		return &RedirectError{RedirectURI: req.RedirectURI, State: req.State, Code: "access_denied",
 			Description: "the user holds no operator role"}
 	}

@@ -153,7 +153,7 @@ func (s *Service) userTokenSpec(g *store.Grant, u *store.User, cl *registrationv
 		GrantID: g.ID, AuthTime: g.AuthTime, Groups: u.Groups, TTL: s.accessTTL(g.Resource),
 	}
 	if g.Resource == principal.AdminAudience {
-		spec.Roles = u.EffectiveRoles()
+		spec.Roles = s.rolesNow(u)
 	}
 	withClient(&spec, cl)
 	return spec
@@ -217,7 +217,7 @@ func (s *Service) redeemCode(ctx context.Context, cl *clients.Authenticated, r *
 	if err := s.connectorLive(c.ConnectorID); err != nil {
 		return nil, err
 	}
-	if c.Resource == principal.AdminAudience && len(u.EffectiveRoles()) == 0 {
+	if c.Resource == principal.AdminAudience && len(s.rolesNow(u)) == 0 {
 		return nil, oauthErr("invalid_grant", "the user holds no operator role")
 	}
 	now := s.d.Now().UTC()
@@ -393,7 +393,7 @@ func (s *Service) refresh(ctx context.Context, cl *clients.Authenticated, r *tok
 		if err := s.connectorLive(g.ConnectorID); err != nil {
 			return nil, err
 		}
-		if g.Resource == principal.AdminAudience && len(u.EffectiveRoles()) == 0 {
+		if g.Resource == principal.AdminAudience && len(s.rolesNow(u)) == 0 {
 			return nil, oauthErr("invalid_grant", "the user holds no operator role")
 		}
 		secret, err := RandomToken()

@@ -3,6 +3,7 @@ package sso
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -29,6 +30,56 @@ type Admin struct {
 	reg    *Registry
 	events *events.Emitter
 	policy IssuerPolicy
+	roles  RoleKeeper
+}
+
+// RoleKeeper applies a change of a connector's role mappings to one linked
+// user: it narrows the roles the user's identities of the connector hold to
+// what rolesFor gives (nil: none, the connector is disabled or deleted)
+// and revokes the user's admin-audience grants when its roles shrink. The
+// OAuth service implements it.
+type RoleKeeper interface {
+	ConnectorRolesChanged(ctx context.Context, actor *auditv1.Actor, connectorID, userID string, rolesFor func(upstreamGroups []string) []string) error
+}
+
+// WithRoleKeeper sets what applies role-mapping changes to linked users
+// (wired once at start-up, before the API serves; without one, only the
+// sign-in and token checks narrow roles).
+func (a *Admin) WithRoleKeeper(k RoleKeeper) { a.roles = k }
+
+// rolePaths are the update_mask paths that can take roles away.
+func rolePaths(paths []string) bool {
+	return slices.Contains(paths, "role_mappings") || slices.Contains(paths, "enabled")
+}
+
+// syncRoles applies r's current mappings (nil r: deleted) to every user
+// linked to connector id. It runs after every change that may take roles
+// away, changed or not, so that repeating a change whose sync failed
+// half-way completes it.
+func (a *Admin) syncRoles(ctx context.Context, actor *auditv1.Actor, id string, r *Record) error {
+	if a.roles == nil {
+		return nil
+	}
+	var rolesFor func([]string) []string
+	if r != nil && r.Enabled {
+		rolesFor = r.RolesFor
+	}
+	token := ""
+	for {
+		users, next, err := a.env.Store.LinkedUsers(ctx, id, etcdstore.MaxPageSize, token)
+		if err != nil {
+			return fmt.Errorf("sso: listing the users of connector %s: %w", id, err)
+		}
+		for _, uid := range users {
+			if err := a.roles.ConnectorRolesChanged(ctx, actor, id, uid, rolesFor); err != nil {
+				return err
+			}
+		}
+		if next == "" {
+			return nil
+		}
+		token = next
+	}
 }
 
 // NewAdmin returns the operator API.
@@ -276,6 +327,11 @@ func (a *Admin) Update(ctx context.Context, actor *auditv1.Actor, c *tokenv1.Con
 		return nil, err
 	}
 	a.await(ctx, rev)
+	if rolePaths(paths) {
+		if err := a.syncRoles(ctx, actor, out.ID, out); err != nil {
+			return nil, err
+		}
+	}
 	return out.Proto(a.env.Issuer), nil
 }
 
@@ -300,11 +356,16 @@ func (a *Admin) Delete(ctx context.Context, actor *auditv1.Actor, id string) err
 	}
 	rev, err := a.env.Store.DeleteConnector(ctx, id, op)
 	if isAbsent(err) {
+		// Users may still be linked (a repeated delete whose sync failed
+		// half-way): finish taking their roles away.
+		if err := a.syncRoles(ctx, actor, id, nil); err != nil {
+			return err
+		}
 		return errNotFound(id)
 	}
 	if err != nil {
 		return err
 	}
 	a.await(ctx, rev)
-	return nil
+	return a.syncRoles(ctx, actor, id, nil)
 }

@@ -360,13 +360,15 @@ func (c *OIDC) identity(claims map[string]any) (connector.Identity, error) {
 	}
 	slices.Sort(id.Groups)
 	id.Groups = slices.Compact(id.Groups)
-	for _, rm := range c.rec.RoleMappings {
-		if slices.Contains(upstream, rm.Group) {
-			id.Roles = append(id.Roles, rm.Role)
-		}
-	}
+	slices.Sort(upstream)
+	id.UpstreamGroups = slices.Compact(upstream)
+	id.Roles = c.rec.RolesFor(upstream)
 	return id, nil
 }
+
+// RolesFor implements connector.RoleMapper with the mappings this
+// connector was built from (the registry rebuilds it at every change).
+func (c *OIDC) RolesFor(upstreamGroups []string) []string { return c.rec.RolesFor(upstreamGroups) }
 
 // EmailDomain is the lowercase domain of an email ("" if none).
 func EmailDomain(email string) string {

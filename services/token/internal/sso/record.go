@@ -63,6 +63,19 @@ type RoleMapping struct {
 	Role  string `json:"role"`
 }
 
+// RolesFor returns the operator roles r's mappings give to members of the
+// upstream groups (names before the prefix), sorted, without repeats.
+func (r *Record) RolesFor(upstreamGroups []string) []string {
+	var out []string
+	for _, rm := range r.RoleMappings {
+		if slices.Contains(upstreamGroups, rm.Group) {
+			out = append(out, rm.Role)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
 // secretPurpose binds sealed client secrets (KEK additional data).
 const secretPurpose = "connector-client-secret"
 

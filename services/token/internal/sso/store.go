@@ -224,5 +224,23 @@ func (s *Store) ClaimLink(ctx context.Context, connectorID, subject, userID stri
 	return nil
 }
 
+// LinkedUsers returns the ids of the users linked to connectorID's
+// identities, one page (etcdstore.List paging).
+func (s *Store) LinkedUsers(ctx context.Context, connectorID string, pageSize int, pageToken string) ([]string, string, error) {
+	kvs, next, err := s.db.List(ctx, s.prefix.Sub(colIdentities, connectorID), pageSize, pageToken)
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]string, 0, len(kvs))
+	for _, kv := range kvs {
+		var l Link
+		if err := json.Unmarshal(kv.Value, &l); err != nil {
+			return nil, "", fmt.Errorf("sso: decode link: %w", err)
+		}
+		out = append(out, l.UserID)
+	}
+	return out, next, nil
+}
+
 // isAbsent reports a not-found outcome.
 func isAbsent(err error) bool { return errors.Is(err, etcdstore.ErrNotFound) }

@@ -45,16 +45,30 @@ type Identity struct {
 	// are kept apart from User.Roles (what operators assign), so neither
 	// ever overwrites the other.
 	Roles []string `json:"roles,omitempty"`
+	// Groups are the upstream groups (names before the connector's prefix)
+	// asserted at the last sign-in: the input of the role mappings, kept so
+	// that a change of the connector's mappings can recompute Roles without
+	// a sign-in. A record from before they were kept has none: its Roles
+	// no longer count (nothing to check them against) until the next
+	// sign-in, and are cleared at the next mapping change.
+	Groups []string `json:"groups,omitempty"`
 }
 
-// EffectiveRoles are the user's operator roles: those operators assigned
-// and those its linked identities' connectors gave at their last sign-in,
-// sorted, without repeats. Token minting and the admin-audience checks read
-// these.
+// EffectiveRoles are the user's operator roles as stored: those operators
+// assigned and those its linked identities' connectors gave at their last
+// sign-in, sorted, without repeats.
 func (u *User) EffectiveRoles() []string {
+	return u.RolesNow(func(id Identity) []string { return id.Roles })
+}
+
+// RolesNow are the operator roles that count now: those operators assigned
+// and, for each linked identity, what current returns (what its connector
+// gives now: none while the connector is disabled or deleted), sorted,
+// without repeats. Token minting and the admin-audience checks read these.
+func (u *User) RolesNow(current func(Identity) []string) []string {
 	out := slices.Clone(u.Roles)
 	for _, id := range u.Identities {
-		out = append(out, id.Roles...)
+		out = append(out, current(id)...)
 	}
 	slices.Sort(out)
 	return slices.Compact(out)

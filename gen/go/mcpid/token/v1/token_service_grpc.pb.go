@@ -284,7 +284,11 @@ type TokenServiceClient interface {
 	// `admin` or `auditor`. Errors: the common ones.
 	ListConnectors(ctx context.Context, in *ListConnectorsRequest, opts ...grpc.CallOption) (*ListConnectorsResponse, error)
 	// UpdateConnector changes the fields named in update_mask; the discovery
-	// document is checked again when client settings change. Callers: operator
+	// document is checked again when client settings change. Changing
+	// role_mappings or enabled recomputes the connector roles of linked users
+	// against the new mappings (roles are only taken away; new ones come with
+	// the next sign-in) and revokes the urn:mcpid:admin grants of users whose
+	// roles shrank, before answering. Callers: operator
 	// `admin`. Errors: NOT_FOUND / ERROR_REASON_CONNECTOR_NOT_FOUND;
 	// INVALID_ARGUMENT / ERROR_REASON_FIELD_IMMUTABLE; ALREADY_EXISTS /
 	// ERROR_REASON_HOME_REALM_DOMAIN_TAKEN; FAILED_PRECONDITION /
@@ -292,9 +296,11 @@ type TokenServiceClient interface {
 	// ERROR_REASON_CONNECTOR_SECRET_FILE_UNREADABLE.
 	UpdateConnector(ctx context.Context, in *UpdateConnectorRequest, opts ...grpc.CallOption) (*UpdateConnectorResponse, error)
 	// DeleteConnector removes a connector: no new sign-ins through it, and
-	// refreshing grants created through it fails with `invalid_grant`. Linked
-	// users and their identities are kept (revoke or delete them separately;
-	// ListUsers filters by connector). Callers: operator `admin`. Errors:
+	// refreshing grants created through it fails with `invalid_grant`; the
+	// connector roles of linked users are cleared and their urn:mcpid:admin
+	// grants revoked, as for UpdateConnector. Linked users and their
+	// identities are kept (revoke or delete them separately; ListUsers filters
+	// by connector). Callers: operator `admin`. Errors:
 	// NOT_FOUND / ERROR_REASON_CONNECTOR_NOT_FOUND.
 	DeleteConnector(ctx context.Context, in *DeleteConnectorRequest, opts ...grpc.CallOption) (*DeleteConnectorResponse, error)
 }
@@ -804,7 +810,11 @@ type TokenServiceServer interface {
 	// `admin` or `auditor`. Errors: the common ones.
 	ListConnectors(context.Context, *ListConnectorsRequest) (*ListConnectorsResponse, error)
 	// UpdateConnector changes the fields named in update_mask; the discovery
-	// document is checked again when client settings change. Callers: operator
+	// document is checked again when client settings change. Changing
+	// role_mappings or enabled recomputes the connector roles of linked users
+	// against the new mappings (roles are only taken away; new ones come with
+	// the next sign-in) and revokes the urn:mcpid:admin grants of users whose
+	// roles shrank, before answering. Callers: operator
 	// `admin`. Errors: NOT_FOUND / ERROR_REASON_CONNECTOR_NOT_FOUND;
 	// INVALID_ARGUMENT / ERROR_REASON_FIELD_IMMUTABLE; ALREADY_EXISTS /
 	// ERROR_REASON_HOME_REALM_DOMAIN_TAKEN; FAILED_PRECONDITION /
@@ -812,9 +822,11 @@ type TokenServiceServer interface {
 	// ERROR_REASON_CONNECTOR_SECRET_FILE_UNREADABLE.
 	UpdateConnector(context.Context, *UpdateConnectorRequest) (*UpdateConnectorResponse, error)
 	// DeleteConnector removes a connector: no new sign-ins through it, and
-	// refreshing grants created through it fails with `invalid_grant`. Linked
-	// users and their identities are kept (revoke or delete them separately;
-	// ListUsers filters by connector). Callers: operator `admin`. Errors:
+	// refreshing grants created through it fails with `invalid_grant`; the
+	// connector roles of linked users are cleared and their urn:mcpid:admin
+	// grants revoked, as for UpdateConnector. Linked users and their
+	// identities are kept (revoke or delete them separately; ListUsers filters
+	// by connector). Callers: operator `admin`. Errors:
 	// NOT_FOUND / ERROR_REASON_CONNECTOR_NOT_FOUND.
 	DeleteConnector(context.Context, *DeleteConnectorRequest) (*DeleteConnectorResponse, error)
 	mustEmbedUnimplementedTokenServiceServer()
