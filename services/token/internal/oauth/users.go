@@ -221,7 +221,7 @@ func (s *Service) revokeUser(ctx context.Context, actor *auditv1.Actor, userID, 
 }
 
 func (s *Service) revokeUserGrants(ctx context.Context, actor *auditv1.Actor, userID, reason string, match func(*store.Grant) bool) error {
-	ids, err := s.d.Store.ListGrantIDsByUser(ctx, userID)
+	ids, err := s.d.Store.ListGrantIDs(ctx, store.ByUser, userID)
 	if err != nil {
 		return storeErr(err)
 	}

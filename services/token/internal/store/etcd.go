@@ -600,29 +600,6 @@ func (s *Etcd) RevokeGrant(ctx context.Context, grantID string, rev *Revocation,
 	return false, 0, ErrConflict
 }
 
-func (s *Etcd) ListGrantIDsByUser(ctx context.Context, userID string) ([]string, error) {
-	p := s.prefix.Sub(colGrantsByUser, userID)
-	var ids []string
-	token := ""
-	for {
-		kvs, next, err := s.db.List(ctx, p, etcdstore.MaxPageSize, token)
-		if err != nil {
-			return nil, err
-		}
-		for _, kv := range kvs {
-			parts, err := p.Parts(string(kv.Key))
-			if err != nil || len(parts) != 1 {
-				continue
-			}
-			ids = append(ids, parts[0])
-		}
-		if next == "" {
-			return ids, nil
-		}
-		token = next
-	}
-}
-
 func (s *Etcd) PutRevocation(ctx context.Context, r *Revocation, extra ...Op) (int64, error) {
 	lease, err := s.grant(ctx, r.Expires)
 	if err != nil {

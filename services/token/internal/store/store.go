@@ -130,8 +130,6 @@ type Store interface {
 	// with extra. It reports whether the grant was present, and the etcd
 	// revision of the write.
 	RevokeGrant(ctx context.Context, grantID string, rev *Revocation, extra ...Op) (bool, int64, error)
-	// ListGrantIDsByUser returns the ids of every live grant of the user.
-	ListGrantIDsByUser(ctx context.Context, userID string) ([]string, error)
 	// ListGrantIDs returns the ids in one grant index (ByUser, ByClient,
 	// ByResource).
 	ListGrantIDs(ctx context.Context, by, id string) ([]string, error)
