@@ -2,8 +2,6 @@ package e2e_test
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -13,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mcpid/mcpid/lib/service/servicetest"
 
 	"github.com/chromedp/chromedp"
 	"github.com/modelcontextprotocol/go-sdk/auth"
@@ -139,23 +139,6 @@ func browserFetcher(t *testing.T, bctx context.Context, cb *browsertest.Callback
 	}
 }
 
-func claimsOf(t *testing.T, jwt string) map[string]any {
-	t.Helper()
-	parts := strings.Split(jwt, ".")
-	if len(parts) != 3 {
-		t.Fatalf("not a JWT: %q", jwt)
-	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
 // TestMCPClientEndToEnd runs the official MCP Go SDK client, with its OAuth
 // handler, from nothing to allowed tool calls, once per way of registering.
 func TestMCPClientEndToEnd(t *testing.T) {
@@ -239,10 +222,10 @@ func runClient(t *testing.T, s *system, mode string) {
 	if mode == "cimd" && s.cimdFetches.Load() == 0 {
 		t.Fatal("the registration service never fetched the CIMD document")
 	}
-	if aud := claimsOf(t, ts.access())["aud"]; aud != s.crmURL && !slices.Equal(anyStrings(aud), []string{s.crmURL}) {
+	if aud := servicetest.JWTClaims(t, ts.access())["aud"]; aud != s.crmURL && !slices.Equal(anyStrings(aud), []string{s.crmURL}) {
 		t.Fatalf("token audience %v, want %s", aud, s.crmURL)
 	}
-	firstClient, _ := claimsOf(t, ts.access())["client_id"].(string)
+	firstClient, _ := servicetest.JWTClaims(t, ts.access())["client_id"].(string)
 	if mode != "dcr" && firstClient != cfgClientID(cfg) {
 		t.Fatalf("token client_id %q, want %q", firstClient, cfgClientID(cfg))
 	}
@@ -259,7 +242,7 @@ func runClient(t *testing.T, s *system, mode string) {
 		t.Fatalf("tools/list with crm:contacts.read: %v", names)
 	}
 	rec.take()
-	if sc := claimsOf(t, ts.access())["scope"]; sc != "crm:contacts.read" {
+	if sc := servicetest.JWTClaims(t, ts.access())["scope"]; sc != "crm:contacts.read" {
 		t.Fatalf("first token scope %v", sc)
 	}
 
@@ -279,7 +262,7 @@ func runClient(t *testing.T, s *system, mode string) {
 		step{http.MethodPost, s.issuer + "/oauth2/token", http.StatusOK, ""},
 		step{http.MethodPost, s.crmURL, http.StatusOK, ""},
 	))
-	if sc, _ := claimsOf(t, ts.access())["scope"].(string); sc != "crm:contacts.read crm:deals.write" {
+	if sc, _ := servicetest.JWTClaims(t, ts.access())["scope"].(string); sc != "crm:contacts.read crm:deals.write" {
 		t.Fatalf("stepped-up token scope %q", sc)
 	}
 
@@ -297,13 +280,13 @@ func runClient(t *testing.T, s *system, mode string) {
 		{http.MethodPost, s.issuer + "/oauth2/token", http.StatusOK, ""},
 		{http.MethodPost, s.crmURL, http.StatusOK, ""},
 	})
-	if sc, _ := claimsOf(t, after)["scope"].(string); sc != "crm:contacts.read crm:deals.write" {
+	if sc, _ := servicetest.JWTClaims(t, after)["scope"].(string); sc != "crm:contacts.read crm:deals.write" {
 		t.Fatalf("refreshed token scope %q", sc)
 	}
 
 	// An operator revokes the grant: within a second the next call is
 	// refused.
-	grant, _ := claimsOf(t, after)["grant_id"].(string)
+	grant, _ := servicetest.JWTClaims(t, after)["grant_id"].(string)
 	if _, err := s.tokAdmin.RevokeGrants(ctx, &tokenv1.RevokeGrantsRequest{Selector: &tokenv1.RevokeGrantsRequest_GrantId{GrantId: grant}, Reason: "e2e"}); err != nil {
 		t.Fatalf("RevokeGrants: %v", err)
 	}
@@ -336,7 +319,7 @@ func runClient(t *testing.T, s *system, mode string) {
 		t.Fatalf("refresh after revocation: %v", err)
 	}
 
-	lastClient, _ := claimsOf(t, after)["client_id"].(string)
+	lastClient, _ := servicetest.JWTClaims(t, after)["client_id"].(string)
 	want := []auditStep{
 		{typ: auditv1.EventType_EVENT_TYPE_CLIENT_REGISTERED},
 		{typ: auditv1.EventType_EVENT_TYPE_LOGIN_SUCCEEDED},
@@ -356,7 +339,7 @@ func runClient(t *testing.T, s *system, mode string) {
 		auditStep{typ: auditv1.EventType_EVENT_TYPE_POLICY_DECISION, tool: "list_contacts", decision: auditv1.Decision_DECISION_ALLOW},
 		auditStep{typ: auditv1.EventType_EVENT_TYPE_GRANT_REVOKED},
 	)
-	userID, _ := claimsOf(t, after)["sub"].(string)
+	userID, _ := servicetest.JWTClaims(t, after)["sub"].(string)
 	checkAudit(t, s, userID, slices.Compact([]string{firstClient, lastClient}), want)
 }
 

@@ -3,8 +3,6 @@ package cli_test
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"net/http"
 	"net/url"
 	"os"
@@ -12,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mcpid/mcpid/lib/service/servicetest"
 
 	"github.com/chromedp/chromedp"
 
@@ -108,23 +108,6 @@ func storedLogin(t *testing.T, path string) *cliconfig.Login {
 	return f.Contexts[cliconfig.DevContext].Login
 }
 
-func jwtClaims(t *testing.T, jwt string) map[string]any {
-	t.Helper()
-	parts := strings.Split(jwt, ".")
-	if len(parts) != 3 {
-		t.Fatalf("not a JWT: %q", jwt)
-	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var c map[string]any
-	if err := json.Unmarshal(b, &c); err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 // login runs `mcpid login` with the browser signing in as user.
 func login(t *testing.T, browser context.Context, cfg, user, password string) result {
 	t.Helper()
@@ -161,7 +144,7 @@ func TestLogin(t *testing.T) {
 		if l == nil || l.RefreshToken == "" {
 			t.Fatalf("stored login = %+v, want a token and a refresh token", l)
 		}
-		c := jwtClaims(t, l.AccessToken)
+		c := servicetest.JWTClaims(t, l.AccessToken)
 		if aud := c["aud"]; aud != "urn:mcpid:admin" && !isOnly(aud, "urn:mcpid:admin") || c["client_id"] != "mcpid" {
 			t.Errorf("token claims aud %v client_id %v, want urn:mcpid:admin and mcpid", c["aud"], c["client_id"])
 		}
